@@ -1,0 +1,63 @@
+"""The ``varsmooth`` command line.
+
+Each subcommand lives in the module that owns the concept: that module provides ``add_arguments(parser)`` and
+``main(args) -> int``, and is imported only when its subcommand runs. Bad input (:class:`InputError`, argparse
+errors) prints one line ``varsmooth: error: ...`` and exits with code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("varsmooth.commands.run", "run an experiment (a paper figure); with no argument, the default demo"),
+    "list": ("varsmooth.commands.listing", "list every experiment and its presets"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"varsmooth: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="varsmooth", description="Variational learning induces adaptive label smoothing.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"varsmooth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:  # only the chosen subcommand imports its module (torch is slow to import)
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
+    except InputError as err:
+        sys.stderr.write(f"varsmooth: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("varsmooth: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""``varsmooth run [EXPERIMENT] [--preset P] [--data-dir D] [--seeds S ...] [--set key=value ...] --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import experiments as ex
+
+DEFAULT_EXPERIMENT = "demo"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", nargs="?", default=None,
+                   help=f"experiment id (see `varsmooth list`); default: the {DEFAULT_EXPERIMENT!r} demo")
+    p.add_argument("--preset", default=None, help="smoke | cpu | paper (default: cpu, or the demo's own)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files the experiment reads")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="random seeds (overrides the preset's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key of the preset (repeatable); values are YAML")
+    p.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT-PRESET)")
+
+
+def main(args: argparse.Namespace) -> int:
+    exp_id = args.experiment or DEFAULT_EXPERIMENT
+    preset = args.preset or next(iter(ex.presets(exp_id)))
+    overrides = dict(ex.parse_override(text) for text in args.overrides)
+    if args.data_dir is not None:
+        overrides["data_dir"] = str(Path(args.data_dir).expanduser())
+    if args.seeds is not None:
+        overrides["seeds"] = list(args.seeds)
+    cfg = ex.resolve_config(exp_id, preset, overrides)  # every check happens before anything is written
+    out = Path(args.out or f"runs/{exp_id}-{preset}")
+    summary = ex.run_experiment(exp_id, cfg, out, preset=preset)
+    print(f"{exp_id} ({preset}) done in {summary['wall_time_s']:.1f}s -> {out}")
+    return 0
