@@ -17,6 +17,7 @@ from .errors import InputError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("varsmooth.commands.run", "run an experiment (a paper figure); with no argument, the default demo"),
     "list": ("varsmooth.commands.listing", "list every experiment and its presets"),
+    "train": ("varsmooth.commands.train", "train one model with one method on one (possibly noisy) dataset"),
 }
 
 
