@@ -1,0 +1,5 @@
+"""Optimizers: IVON (variational learning) and SAM."""
+
+from .ivon import IVON, predictive_probs
+
+__all__ = ["IVON", "predictive_probs"]
