@@ -98,3 +98,22 @@ def _to_builtin(obj: Any) -> Any:
     except ImportError:
         pass
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Write ``rows`` (dicts) as CSV atomically; ``columns`` defaults to the keys in first-seen order."""
+    import csv
+
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_open(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="raise")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
