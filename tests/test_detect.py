@@ -9,6 +9,7 @@ from varsmooth.detect import (
     ScoreAccumulator,
     ScoreMethod,
     all_scores,
+    detection_metrics,
     label_error_scores,
     label_noise,
     rank_suspects,
@@ -140,3 +141,18 @@ def test_accumulator_averages_scores_over_snapshots(data):
     np.testing.assert_allclose(acc.probs_mean, (mean + mean2) / 2)
     with pytest.raises(InputError, match="rows but there are"):
         acc.update(mean[:3], pred[:3])
+
+
+def test_detection_metrics_against_hand_computed_values():
+    truth = np.array([1, 0, 1, 0, 0], dtype=bool)
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.05])
+    m = detection_metrics(truth, scores)
+    # pairs (error, clean) ranked correctly: 0.9 beats all 3 cleans, 0.1 beats only 0.05 -> 4/6
+    assert m["auroc"] == pytest.approx(4 / 6)
+    # ranked: 1 0 0 1 0 -> precision at the hits: 1/1 and 2/4
+    assert m["average_precision"] == pytest.approx((1 + 0.5) / 2)
+    assert m["k"] == 2 and m["precision_at_k"] == pytest.approx(0.5)
+    assert detection_metrics(truth, scores, k=1)["precision_at_k"] == 1.0
+    assert np.isnan(detection_metrics(np.zeros(3, bool), np.arange(3.0))["auroc"])
+    with pytest.raises(InputError, match="both have shape"):
+        detection_metrics(truth, scores[:3])

@@ -41,6 +41,7 @@ __all__ = [
     "all_scores",
     "rank_suspects",
     "ScoreAccumulator",
+    "detection_metrics",
 ]
 
 _SUM_TOL = 1e-3  # rows of probabilities from float32 softmax sum to 1 up to ~1e-6; allow averaging round-off
@@ -230,3 +231,27 @@ class ScoreAccumulator:
         """(N, K) snapshot-averaged posterior predictive."""
         self._need_data()
         return self._pred_sum / self.count
+
+
+def detection_metrics(is_error, scores, *, k: int | None = None) -> dict[str, float]:
+    """How well ``scores`` (N,) rank the true errors ``is_error`` (N,) first; higher score = more suspect.
+
+    Returns ``auroc`` and ``average_precision`` (sklearn.metrics; NaN when ``is_error`` is all one value) and
+    ``precision_at_k``: the fraction of true errors among the ``k`` top-ranked examples (:func:`rank_suspects`
+    order), ``k`` defaulting to the true number of errors.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth = np.asarray(is_error).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if truth.ndim != 1 or truth.shape != s.shape:
+        raise InputError(f"is_error and scores must both have shape (N,), got {truth.shape} and {s.shape}")
+    k = int(truth.sum()) if k is None else int(k)
+    order = rank_suspects(s)
+    both = 0 < truth.sum() < truth.size
+    return {
+        "auroc": float(roc_auc_score(truth, s)) if both else float("nan"),
+        "average_precision": float(average_precision_score(truth, s)) if both else float("nan"),
+        "precision_at_k": float(truth[order[:k]].mean()) if k > 0 else float("nan"),
+        "k": k,
+    }
