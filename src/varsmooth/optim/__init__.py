@@ -2,4 +2,5 @@
 
 from .ivon import IVON, predictive_probs
 
-__all__ = ["IVON", "predictive_probs"]
+__all__ = ["IVON", "predictive_probs", "SAM"]
+from .sam import SAM  # noqa: E402
