@@ -1,0 +1,280 @@
+"""Synthetic and natural label noise.
+
+A noise model is a row-stochastic transition matrix ``P`` (K, K) with ``P[i, j] = Pr(noisy = j | true = i)``
+(the convention of Co-teaching, Han et al. 2018, and Yu et al. 2019):
+
+* symmetric, rate r:   ``P_ii = 1 - r``, ``P_ij = r / (K - 1)`` for j != i;
+* pair-flip, rate r:   ``P_ii = 1 - r``, ``P_i,(i+1 mod K) = r`` (CIFAR-10 order airplane -> automobile -> ... ->
+  truck -> airplane);
+* class-dependent (paper Eq. 20-21), start level kappa, increase beta (default 0.05):
+  ``P_ii = 1 - (kappa + beta i)`` for i = 1..K (class index c = i - 1), and
+  ``P_ij = (kappa + beta i) / (K - 1)`` for j != i. A row with ``kappa + beta i`` outside [0, 1] is rejected.
+
+Flips are drawn with an explicit seed (``numpy.random.Generator``); :func:`corrupt_labels` returns the noisy
+labels and the mask of flipped examples, so a run can store both and its realised noise rate.
+Natural noise (Clothing1M, CIFAR-10N/100N) comes as label files read by :func:`read_noisy_label_file`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .safe_pickle import numpy_safe_globals
+from .validation import check_same_length, validate_features, validate_labels
+
+__all__ = [
+    "NoiseKind",
+    "NoiseSpec",
+    "parse_noise",
+    "transition_matrix",
+    "corrupt_labels",
+    "noise_summary",
+    "read_noisy_label_file",
+    "validate_labels",
+    "validate_features",
+    "check_same_length",
+    "DEFAULT_BETA",
+]
+
+DEFAULT_BETA = 0.05
+
+
+class NoiseKind(str, Enum):
+    NONE = "none"
+    SYMMETRIC = "symmetric"
+    PAIRFLIP = "pairflip"
+    CLASS_DEPENDENT = "class-dependent"
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A synthetic noise model: ``kind``, ``rate`` (r, or kappa for class-dependent) and ``beta`` (class-dependent)."""
+
+    kind: NoiseKind = NoiseKind.NONE
+    rate: float = 0.0
+    beta: float = DEFAULT_BETA
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", _parse_kind(self.kind))
+        if not (0.0 <= self.rate < 1.0) or not np.isfinite(self.rate):
+            raise InputError(f"noise rate {self.rate} for {self.kind.value!r} is outside [0, 1)")
+        if not np.isfinite(self.beta):
+            raise InputError(f"class-dependent beta {self.beta} must be a finite number")
+
+    def __str__(self) -> str:
+        if self.kind is NoiseKind.NONE:
+            return "none"
+        if self.kind is NoiseKind.CLASS_DEPENDENT:
+            return f"class-dependent:{self.rate:g}:{self.beta:g}"
+        return f"{self.kind.value}:{self.rate:g}"
+
+
+def _parse_kind(kind) -> NoiseKind:
+    try:
+        return NoiseKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in NoiseKind)
+        raise InputError(f"unknown noise kind {kind!r}; allowed: {allowed}") from None
+
+
+_FORMS = "'none', 'symmetric:R', 'pairflip:R', 'class-dependent:KAPPA[:BETA]'"
+
+
+def parse_noise(text: str | NoiseSpec | None) -> NoiseSpec:
+    """Parse ``"none" | "symmetric:R" | "pairflip:R" | "class-dependent:KAPPA[:BETA]"`` into a :class:`NoiseSpec`.
+
+    Rates must lie in [0, 1); ``None`` and ``""`` mean no noise. A NoiseSpec passes through unchanged.
+    """
+    if isinstance(text, NoiseSpec):
+        return text
+    if text is None or str(text).strip() == "":
+        return NoiseSpec()
+    parts = [p.strip() for p in str(text).strip().split(":")]
+    kind = _parse_kind(parts[0].lower().replace("_", "-").replace("pair-flip", "pairflip"))
+    n_numbers = {NoiseKind.NONE: (0, 0), NoiseKind.CLASS_DEPENDENT: (1, 2)}.get(kind, (1, 1))
+    if not n_numbers[0] <= len(parts) - 1 <= n_numbers[1]:
+        raise InputError(f"noise {text!r} is malformed; expected one of {_FORMS}")
+    numbers = []
+    for p in parts[1:]:
+        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", p):
+            raise InputError(f"noise {text!r}: {p!r} is not a number; expected one of {_FORMS}")
+        numbers.append(float(p))
+    if numbers and not 0.0 <= numbers[0] < 1.0:
+        raise InputError(f"noise rate {numbers[0]:g} in {text!r} is outside [0, 1)")
+    return NoiseSpec(kind, *numbers)
+
+
+def transition_matrix(spec: NoiseSpec | str, num_classes: int) -> np.ndarray:
+    """The row-stochastic transition matrix ``P`` (K, K), float64, ``P[true, noisy]``, of a noise spec."""
+    spec = parse_noise(spec)
+    k = int(num_classes)
+    if k < 1:
+        raise InputError(f"num_classes={num_classes} is invalid; it must be a positive integer")
+    if spec.kind is NoiseKind.NONE or (spec.rate == 0.0 and spec.kind is not NoiseKind.CLASS_DEPENDENT):
+        return np.eye(k)
+    if k < 2:
+        raise InputError(f"noise {str(spec)!r} needs at least 2 classes, got num_classes={k}")
+    if spec.kind is NoiseKind.SYMMETRIC:
+        p = np.full((k, k), spec.rate / (k - 1))
+        np.fill_diagonal(p, 1.0 - spec.rate)
+    elif spec.kind is NoiseKind.PAIRFLIP:
+        p = np.eye(k) * (1.0 - spec.rate)
+        p[np.arange(k), (np.arange(k) + 1) % k] = spec.rate
+    else:  # class-dependent, Eq. 20-21 with i = 1..K
+        flip = spec.rate + spec.beta * np.arange(1, k + 1)
+        bad = np.flatnonzero((flip < -1e-12) | (flip > 1.0 + 1e-12))
+        if bad.size:
+            c = int(bad[0])
+            raise InputError(
+                f"class-dependent noise {str(spec)!r} gives class {c} (i={c + 1}) a flip rate kappa + beta*i = "
+                f"{flip[c]:.4g} and a diagonal entry P_ii = {1 - flip[c]:.4g}; each must lie in [0, 1] for all "
+                f"{k} classes (need kappa + beta*K <= 1 and kappa + beta >= 0)"
+            )
+        flip = np.clip(flip, 0.0, 1.0)
+        p = np.repeat((flip / (k - 1))[:, None], k, axis=1)
+        np.fill_diagonal(p, 1.0 - flip)
+    return p
+
+
+def _check_matrix(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise InputError(f"transition matrix has shape {p.shape}; expected a square (K, K) matrix")
+    if not np.all(np.isfinite(p)) or (p < 0).any():
+        raise InputError("transition matrix has negative or non-finite entries; entries must be probabilities")
+    sums = p.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-8):
+        i = int(np.argmax(np.abs(sums - 1.0)))
+        raise InputError(f"transition matrix row {i} sums to {sums[i]:.6g}; every row must sum to 1")
+    return p
+
+
+def corrupt_labels(labels: np.ndarray, P: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a noisy label for every example: ``noisy[n] ~ Categorical(P[labels[n]])``.
+
+    Args:
+        labels: (N,) int true labels in [0, K).
+        P: (K, K) row-stochastic transition matrix ``P[true, noisy]``.
+        seed: seed of the ``numpy.random.Generator`` (the same seed gives the same flips).
+
+    Returns:
+        ``(noisy, is_noisy)``: (N,) int64 noisy labels and (N,) bool mask ``noisy != labels``.
+        The realised noise rate is ``is_noisy.mean()``.
+    """
+    p = _check_matrix(P)
+    y = validate_labels(labels, p.shape[0])
+    rng = np.random.default_rng(seed)
+    u = rng.random(y.shape[0])  # one uniform per example, drawn in example order
+    cdf = np.cumsum(p, axis=1)
+    cdf[:, -1] = 1.0  # guard against round-off leaving u > cdf[-1]
+    noisy = np.empty_like(y)
+    for c in np.unique(y):
+        idx = y == c
+        noisy[idx] = np.searchsorted(cdf[c], u[idx], side="right")
+    noisy = np.minimum(noisy, p.shape[0] - 1)
+    return noisy, noisy != y
+
+
+def noise_summary(labels: np.ndarray, noisy: np.ndarray, num_classes: int) -> dict:
+    """Realised noise statistics to store with a run.
+
+    Returns a dict with ``rate`` (fraction of flipped labels), ``n_noisy``, ``n``, ``per_class_rate`` (K,) list (NaN
+    for an absent class) and ``empirical_matrix`` (K, K) nested list of ``Pr(noisy = j | true = i)``.
+    """
+    y = validate_labels(labels, num_classes)
+    z = validate_labels(noisy, num_classes, name="noisy labels")
+    check_same_length(labels=y, noisy_labels=z)
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (y, z), 1.0)
+    totals = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        emp = counts / totals[:, None]
+        per_class = 1.0 - np.diag(counts) / totals
+    flipped = int((y != z).sum())
+    return {
+        "rate": flipped / max(len(y), 1),
+        "n_noisy": flipped,
+        "n": int(len(y)),
+        "per_class_rate": per_class.tolist(),
+        "empirical_matrix": emp.tolist(),
+    }
+
+
+# CIFAR-N (Wei et al. 2022) .pt files: a dict of numpy arrays; CIFAR-10N keys: clean_label, aggre_label,
+# random_label1..3, worse_label; CIFAR-100N: clean_label, noisy_label, (clean|noisy)_coarse_label.
+CIFARN_KEYS = ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3", "noisy_label")
+
+
+def read_noisy_label_file(
+    path: str | os.PathLike, n: int | None = None, *, key: str | None = None, num_classes: int | None = None
+) -> np.ndarray:
+    """Read natural noisy labels aligned with a dataset's training split; returns (N,) int64.
+
+    Formats: ``.npy`` (1-D int array), ``.csv`` / ``.txt`` (one label per line; a non-numeric first line is a
+    header), and the CIFAR-N ``.pt`` dict (loaded with ``torch.load(weights_only=True)``; ``key`` picks the
+    entry, e.g. ``"worse_label"``, default the first of ``CIFARN_KEYS`` present). ``n`` (if given) must equal the
+    number of labels; ``num_classes`` (if given) bounds them.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"noisy label file {str(p)!r} does not exist; expected a .npy, .csv, .txt or CIFAR-N .pt")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif suffix in (".csv", ".txt"):
+            arr = _read_label_lines(p)
+        elif suffix in (".pt", ".pth"):
+            arr = _read_cifarn(p, key)
+        else:
+            raise InputError(f"noisy label file {str(p)!r}: unknown extension {suffix!r}; allowed .npy .csv .txt .pt")
+    except InputError:
+        raise
+    except Exception as err:  # corrupt file: numpy / torch / zip errors
+        msg = f"{type(err).__name__}: {err}".split("\n")[0]
+        raise InputError(f"cannot read noisy label file {str(p)!r}: {msg}") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 2 and 1 in arr.shape:  # a column or row vector
+        arr = arr.reshape(-1)
+    bound = num_classes if num_classes is not None else np.iinfo(np.int64).max
+    labels = validate_labels(arr, bound, name=f"labels in {p.name}")
+    if n is not None and len(labels) != n:
+        raise InputError(f"noisy label file {str(p)!r} has {len(labels)} labels; the training split has {n}")
+    return labels
+
+
+def _read_label_lines(p: Path) -> np.ndarray:
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if lines and not re.fullmatch(r"[+-]?\d+(\.0*)?", lines[0].split(",")[-1].strip()):
+        lines = lines[1:]  # header
+    out = np.empty(len(lines), dtype=np.int64)
+    for i, ln in enumerate(lines):
+        field = ln.split(",")[-1].strip()  # "label" or "index,label"
+        try:
+            out[i] = int(float(field))
+        except ValueError:
+            raise InputError(f"{str(p)!r}: line {i + 1} {ln[:40]!r} is not an integer label") from None
+    return out
+
+
+def _read_cifarn(p: Path, key: str | None) -> np.ndarray:
+    import torch
+
+    with torch.serialization.safe_globals(numpy_safe_globals()):
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict):
+        return np.asarray(obj.numpy() if hasattr(obj, "numpy") else obj)
+    if key is None:
+        key = next((k for k in CIFARN_KEYS if k in obj), None)
+    if key not in obj:
+        raise InputError(f"{str(p)!r} has no key {key!r}; available keys: {', '.join(map(str, obj))}")
+    v = obj[key]
+    return np.asarray(v.numpy() if hasattr(v, "numpy") else v)
