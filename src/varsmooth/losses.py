@@ -72,8 +72,9 @@ class OnlineLabelSmoothing(nn.Module):
 
     Buffers (moved by ``.to(device)``, saved by ``state_dict()``): ``matrix`` (K, K) float64, the soft labels used
     by :meth:`loss` this epoch; ``accumulator`` (K, K) float64 and ``counts`` (K,) int64, this epoch's sums so
-    far; ``epochs`` () int64, the number of :meth:`end_epoch` calls. Saving mid-epoch and loading restores all of
-    them, so a resumed run continues bitwise.
+    far; ``epochs`` () int64, the number of :meth:`end_epoch` calls. Saving mid-epoch and loading restores all
+    of them, so a resumed run continues bitwise. Move it to the model's device with ``.to(device)`` (it also
+    works across devices, at the cost of a copy per call).
 
     Typical loop::
 
@@ -110,8 +111,8 @@ class OnlineLabelSmoothing(nn.Module):
         return f"num_classes={self.num_classes}, alpha={self.alpha}, init_smoothing={self.init_smoothing}"
 
     def soft_targets(self, targets: torch.Tensor) -> torch.Tensor:
-        """Rows of :attr:`matrix` for ``targets`` (B,): (B, K) float64."""
-        return self.matrix[targets.long()]
+        """Rows of :attr:`matrix` for ``targets`` (B,): (B, K) float64, on the matrix's device."""
+        return self.matrix[targets.long().to(self.matrix.device)]
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
         """``alpha * CE(logits, targets) + (1 - alpha) * CE(logits, matrix[targets])``.
@@ -124,7 +125,7 @@ class OnlineLabelSmoothing(nn.Module):
         log_p = F.log_softmax(logits, dim=1)
         targets = targets.long()
         hard = -log_p.gather(1, targets[:, None]).squeeze(1)
-        soft = -(self.soft_targets(targets).to(log_p.dtype) * log_p).sum(1)
+        soft = -(self.soft_targets(targets).to(device=log_p.device, dtype=log_p.dtype) * log_p).sum(1)
         per_example = self.alpha * hard + (1.0 - self.alpha) * soft
         if reduction == "mean":
             return per_example.mean()
