@@ -18,6 +18,7 @@ Natural noise (Clothing1M, CIFAR-10N/100N) comes as label files read by :func:`r
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -268,8 +269,15 @@ def _read_label_lines(p: Path) -> np.ndarray:
 def _read_cifarn(p: Path, key: str | None) -> np.ndarray:
     import torch
 
-    with torch.serialization.safe_globals(numpy_safe_globals()):
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"a callable {found.group(1)}" if found else "something other than arrays"
+        raise InputError(
+            f"{str(p)!r}: pickle references {what} (not a plain container, tensor or numpy array); refusing to load"
+        ) from None
     if not isinstance(obj, dict):
         return np.asarray(obj.numpy() if hasattr(obj, "numpy") else obj)
     if key is None:

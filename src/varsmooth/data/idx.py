@@ -125,12 +125,12 @@ def load_idx_dataset(
         scale = 255.0 if images.dtype == np.uint8 else 1.0
         splits[split] = (normalize(images, mean, std, scale=scale), labels.astype(np.int64))
 
-    num_classes = int(max(splits["train"][1].max(initial=-1), splits["test"][1].max(initial=-1))) + 1
-    class_names = IDX_CLASS_NAMES.get(name, [])
-    if len(class_names) < num_classes:
-        class_names = [str(i) for i in range(num_classes)]
-    else:
-        num_classes = len(class_names)
+    if name in IDX_CLASS_NAMES:
+        class_names = IDX_CLASS_NAMES[name]
+    else:  # another dataset in IDX format: classes 0..max label
+        top = max(splits["train"][1].max(initial=0), splits["test"][1].max(initial=0))
+        class_names = [str(i) for i in range(int(top) + 1)]
+    num_classes = len(class_names)
     for split, (_, labels) in splits.items():
         validate_labels(labels, num_classes, name=f"{split} labels in {paths[(split, 'labels')].name}")
     return LabeledData(

@@ -50,9 +50,11 @@ def _read_kv(path: Path, num_classes: int) -> dict[str, int]:
         try:
             label = int(parts[1])
         except (IndexError, ValueError):
-            raise InputError(f"{str(path)!r}:{lineno}: expected '<image path> <label>', got {line[:60]!r}") from None
+            raise InputError(
+                f"{str(path)!r} line {lineno}: expected '<image path> <label>', got {line[:60]!r}"
+            ) from None
         if not 0 <= label < num_classes:
-            raise InputError(f"{str(path)!r}:{lineno}: label {label} is out of range [0, {num_classes - 1}]")
+            raise InputError(f"{str(path)!r} line {lineno}: label {label} is out of range [0, {num_classes - 1}]")
         out[parts[0]] = label
     return out
 

@@ -103,7 +103,11 @@ def augment_batch(
     *normalised* images with ``fill`` (default 0, the dataset's mean colour). Draws come from ``generator``
     (on its own device; the same generator state gives the same augmentation).
     """
-    kind = AugmentKind(kind or "none") if not isinstance(kind, AugmentKind) else kind
+    try:
+        kind = AugmentKind(kind or "none")
+    except ValueError:
+        allowed = ", ".join(k.value for k in AugmentKind)
+        raise InputError(f"unknown augmentation {kind!r}; allowed: {allowed}") from None
     if kind is AugmentKind.NONE:
         return x
     if x.dim() != 4:
@@ -134,7 +138,7 @@ def load_image(path, *, size: int | tuple[int, int] | None, resize: int | None =
                 else:
                     left, top = (w - tw) // 2, (h - th) // 2
                     im = im.crop((left, top, left + tw, top + th))
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy
     except (OSError, UnidentifiedImageError) as err:
         raise InputError(f"cannot read image {str(path)!r}: {err}".split("\n")[0]) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

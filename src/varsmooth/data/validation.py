@@ -123,7 +123,7 @@ def read_md5sums(path: str | os.PathLike) -> dict[str, str]:
             continue
         parts = line.split(None, 1)
         if len(parts) != 2 or len(parts[0]) != 32 or any(c not in "0123456789abcdefABCDEF" for c in parts[0]):
-            raise InputError(f"{path}:{lineno}: expected '<md5 hex>  <file name>', got {line[:60]!r}")
+            raise InputError(f"{str(path)!r} line {lineno}: expected '<md5 hex>  <file name>', got {line[:60]!r}")
         out[parts[1].lstrip("*").strip()] = parts[0].lower()
     return out
 
