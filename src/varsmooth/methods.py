@@ -1,0 +1,325 @@
+"""Training methods as strategy objects: ``erm``, ``ls``, ``ols``, ``sam``, ``ivon``, ``ivon-fixed-h``.
+
+A method owns the optimizer and defines one training step and prediction; :mod:`varsmooth.train` is the one loop
+that drives all of them. Losses are means over the (local) batch.
+
+- ``erm``: cross-entropy, SGD with momentum.
+- ``ls`` (Szegedy et al. 2016; the paper's Eq. 1): cross-entropy against ``(1 - alpha) y + alpha u``, SGD.
+- ``ols`` (Zhang et al. 2021): ``alpha CE(y) + (1 - alpha) CE(S[y])`` with the soft-label matrix ``S`` of the
+  previous epoch, built from the training-mode softmax of correctly predicted examples; SGD. The step feeds every
+  training example's logits to ``OnlineLabelSmoothing.accumulate`` once per epoch; ``end_epoch`` normalises.
+- ``sam`` (Foret et al. 2020): ascent step ``w + rho g / ||g||`` (adaptive: ``rho T_w^2 g / ||T_w g||``), gradient
+  there, SGD step from ``w``. BatchNorm running statistics are updated by the first forward pass only.
+- ``ivon`` (Shen et al. 2024; the paper's Alg. 1): per step, ``mc_samples`` draws ``theta = m + sigma e`` with
+  ``sigma = 1 / sqrt(ess (h + delta))``, gradient and Hessian estimate at each, one update of ``m, h``. Prediction
+  at the mean ``m`` and as the posterior predictive ``(1/S) sum_s softmax(f(theta_s))``.
+- ``ivon-fixed-h``: IVON with ``beta2 = 1`` (h frozen at ``hess_init``; the paper's Fig. 6 ablation).
+
+Under ``torchrun`` the SGD methods average gradients over ranks (:mod:`varsmooth.parallel`) and IVON averages its
+own statistics (``sync=True``); DDP's wrapper is not used, so nothing syncs while IVON samples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError
+from .parallel import DistContext
+
+__all__ = ["METHODS", "Method", "StepOutput", "build_method", "method_defaults"]
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar: mean loss over the local batch (before the data-parallel scale), detached
+    logits: torch.Tensor  # (B, K) training-mode logits of the step (IVON: at its first sample), detached
+
+
+# Defaults chosen for MNIST-scale CPU runs (MLP, batch 128, ~10 epochs); the paper's values (App. C.2) are in the
+# comments and are reachable through TrainConfig.
+_SGD_DEFAULTS = {"lr": 0.05, "weight_decay": 5e-4, "schedule": "step"}  # paper: lr 0.05, wd 1e-3, x0.1 @100,150
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "erm": dict(_SGD_DEFAULTS),
+    "ls": {**_SGD_DEFAULTS, "alpha": 0.1},
+    "ols": {**_SGD_DEFAULTS, "alpha": 0.5},
+    "sam": {**_SGD_DEFAULTS, "rho": 0.05},
+    # paper (CIFAR-10): lr 0.2, wd 1e-3, h0 0.9, beta2 1 - 1e-5, ess = N, 5 warm-up epochs then cosine
+    "ivon": {"lr": 0.5, "weight_decay": 5e-4, "schedule": "cosine", "hess_init": 0.5, "beta2": 0.99999},
+    "ivon-fixed-h": {"lr": 0.5, "weight_decay": 5e-4, "schedule": "cosine", "hess_init": 0.5, "beta2": 1.0},
+}
+METHODS: tuple[str, ...] = tuple(METHOD_DEFAULTS)
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The default hyperparameters of method ``name`` (lr, weight_decay, schedule and method options)."""
+    check_method(name)
+    return dict(METHOD_DEFAULTS[name])
+
+
+def check_method(name: str) -> str:
+    if name not in METHOD_DEFAULTS:
+        raise InputError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
+    return name
+
+
+class Method:
+    """Base strategy: plain cross-entropy with SGD + momentum. Subclasses override ``loss`` or ``train_step``."""
+
+    name = "erm"
+    variational = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg,
+        *,
+        num_train: int,
+        num_classes: int,
+        dist: DistContext | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        self.model, self.cfg, self.num_classes = model, cfg, num_classes
+        self.num_train = num_train
+        self.dist = dist or DistContext()
+        self.generator = generator
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = self.build_optimizer()
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        return torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def set_lr_factor(self, factor: float) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # an empty data-parallel shard contributes a zero gradient (its scale is 0 too)
+        return self.loss(logits, targets) if len(targets) else logits.sum() * 0.0
+
+    def _forward_backward(self, x, y, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = self._loss(logits, y)
+        (loss * scale).backward()
+        self.dist.mean_grads(self.params)
+        return loss.detach(), logits.detach()
+
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, *, scale: float = 1.0, global_batch: int | None = None
+    ) -> StepOutput:
+        """One optimizer step on the local batch ``x`` (B, ...) with labels ``y`` (B,).
+
+        Under data parallelism ``x`` is this rank's shard of a global batch of ``global_batch`` examples and
+        ``scale`` = ``B * world_size / global_batch`` (see :mod:`varsmooth.parallel`).
+        """
+        loss, logits = self._forward_backward(x, y, scale)
+        self.optimizer.step()
+        return StepOutput(loss, logits)
+
+    def end_epoch(self) -> None:
+        """Called once after the last step of every epoch."""
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax (B, K) of the model at its current (mean) parameters, in eval mode."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            return torch.softmax(self.model(x).float(), dim=1)
+        finally:
+            self.model.train(was)
+
+    def predictive_proba(self, x: torch.Tensor, samples: int, generator: torch.Generator | None = None):
+        """Posterior predictive (B, K); for point-estimate methods the same as :meth:`predict_proba`."""
+        return self.predict_proba(x)
+
+    def stats(self) -> dict[str, float]:
+        """Scalar diagnostics recorded with each epoch's metrics."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.base_lrs = list(state.get("base_lrs", self.base_lrs))
+
+
+class LS(Method):
+    name = "ls"
+
+    def loss(self, logits, targets):
+        from .losses import label_smoothing_cross_entropy
+
+        return label_smoothing_cross_entropy(logits, targets, self.cfg.alpha)
+
+
+class OLS(Method):
+    name = "ols"
+
+    def __init__(self, model, cfg, **kw):
+        from .losses import OnlineLabelSmoothing
+
+        super().__init__(model, cfg, **kw)
+        self.ols = OnlineLabelSmoothing(self.num_classes, alpha=cfg.alpha, init_smoothing=cfg.ols_init_smoothing)
+        self.ols.to(next(model.parameters()).device)
+
+    def loss(self, logits, targets):
+        return self.ols.loss(logits, targets)
+
+    def train_step(self, x, y, *, scale=1.0, global_batch=None):
+        out = super().train_step(x, y, scale=scale)
+        # every rank accumulates the whole global batch, so the matrix stays identical across ranks
+        n = global_batch if global_batch is not None else len(y)
+        self.ols.accumulate(self.dist.gather_rows(out.logits, n), self.dist.gather_rows(y, n))
+        return out
+
+    def end_epoch(self):
+        self.ols.end_epoch()
+
+    def state_dict(self):
+        return {**super().state_dict(), "ols": self.ols.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.ols.load_state_dict(state["ols"])
+
+
+class SAM(Method):
+    name = "sam"
+
+    def build_optimizer(self):
+        from .optim.sam import SAM as SAMOptimizer
+
+        c = self.cfg
+        return SAMOptimizer(
+            self.params,
+            torch.optim.SGD,
+            rho=c.rho,
+            adaptive=c.adaptive,
+            lr=c.lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+        )
+
+    def train_step(self, x, y, *, scale=1.0, global_batch=None):
+        from .optim.sam import disable_running_stats, enable_running_stats
+
+        enable_running_stats(self.model)
+        loss, logits = self._forward_backward(x, y, scale)
+        self.optimizer.first_step(zero_grad=True)
+        disable_running_stats(self.model)  # BatchNorm statistics: first pass only
+        try:
+            (self._loss(self.model(x), y) * scale).backward()
+            self.dist.mean_grads(self.params)
+            self.optimizer.second_step(zero_grad=True)
+        finally:
+            enable_running_stats(self.model)
+        return StepOutput(loss, logits)
+
+
+class IVONMethod(Method):
+    name = "ivon"
+    variational = True
+
+    def build_optimizer(self):
+        from .optim import IVON
+
+        c = self.cfg
+        kwargs = dict(
+            lr=c.lr,
+            ess=c.ess,
+            hess_init=c.hess_init,
+            beta1=c.beta1,
+            beta2=c.beta2,
+            weight_decay=c.weight_decay,
+            mc_samples=c.mc_samples,
+            clip_radius=float("inf") if c.clip_radius is None else c.clip_radius,
+            sync=self.dist.active,
+        )
+        if self.generator is not None and "generator" in inspect.signature(IVON).parameters:
+            kwargs["generator"] = self.generator
+        return IVON(self.params, **kwargs)
+
+    def train_step(self, x, y, *, scale=1.0, global_batch=None):
+        opt, losses, first = self.optimizer, [], None
+        for _ in range(self.cfg.mc_samples):
+            with opt.sampled_params(train=True):
+                opt.zero_grad(set_to_none=True)
+                logits = self.model(x)
+                loss = self._loss(logits, y)
+                (loss * scale).backward()
+            losses.append(loss.detach())
+            first = logits.detach() if first is None else first
+        opt.step()
+        return StepOutput(torch.stack(losses).mean(), first)
+
+    @torch.no_grad()
+    def predictive_proba(self, x, samples, generator=None):
+        from .optim.ivon import predictive_probs
+
+        was = self.model.training
+        try:
+            kw = {"generator": generator} if "generator" in inspect.signature(predictive_probs).parameters else {}
+            return predictive_probs(self.model, self.optimizer, x, samples=samples, **kw).float()
+        finally:
+            self.model.train(was)
+
+    def posterior_std(self) -> dict[nn.Parameter, torch.Tensor]:
+        return self.optimizer.posterior_std()
+
+    def stats(self):
+        sig = torch.cat([s.detach().reshape(-1).double().cpu() for s in self.posterior_std().values()]).numpy()
+        return {
+            "ess": float(self.cfg.ess),
+            "sigma_mean": float(sig.mean()),
+            "sigma_median": float(np.median(sig)),
+            "sigma_min": float(sig.min()),
+            "sigma_max": float(sig.max()),
+        }
+
+
+class IVONFixedH(IVONMethod):
+    name = "ivon-fixed-h"
+
+
+_CLASSES: dict[str, type[Method]] = {
+    "erm": Method,
+    "ls": LS,
+    "ols": OLS,
+    "sam": SAM,
+    "ivon": IVONMethod,
+    "ivon-fixed-h": IVONFixedH,
+}
+
+
+def build_method(
+    name: str,
+    model: nn.Module,
+    cfg,
+    *,
+    num_train: int,
+    num_classes: int,
+    dist: DistContext | None = None,
+    generator: torch.Generator | None = None,
+) -> Method:
+    """The strategy object for method ``name`` (one of :data:`METHODS`) training ``model``.
+
+    ``cfg`` is a resolved :class:`varsmooth.train.TrainConfig` (lr, weight_decay, momentum and the method's
+    options filled in); ``generator`` drives IVON's weight noise when the optimizer accepts one.
+    """
+    return _CLASSES[check_method(name)](
+        model, cfg, num_train=num_train, num_classes=num_classes, dist=dist, generator=generator
+    )

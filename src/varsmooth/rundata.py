@@ -1,0 +1,117 @@
+"""The data of one training run: the dataset, its (possibly corrupted) training labels and the splits.
+
+Order of operations, each seeded: (1) load the dataset; (2) optionally keep a random ``train_subset`` of its
+training split (the *pool*, stream 1 of the run seed); (3) corrupt the pool's labels with the transition matrix of
+``noise`` (``corrupt_labels`` with ``noise_seed``), or read natural noisy labels from a file aligned with the
+training split, or use the dataset's own labels (natural-noise datasets carry ``clean_labels`` when known);
+(4) optionally hold out ``val_fraction`` of the pool as a validation split *with noisy labels* (stream 2).
+The noise mask is ``given != clean`` over the pool; its mean is the realised noise rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+
+def seed_int(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for ``stream`` of the run seed (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([int(stream), int(seed)]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class RunData:
+    data: Any  # varsmooth.data.LabeledData
+    pool_index: np.ndarray  # (P,) indices into data.train of the examples this run uses
+    labels: np.ndarray  # (P,) int64 labels trained on (noisy)
+    clean_labels: np.ndarray | None  # (P,) int64 true labels, or None when unknown
+    noise_mask: np.ndarray | None  # (P,) bool labels != clean_labels
+    is_val: np.ndarray  # (P,) bool held-out validation examples
+    noise: dict = field(default_factory=dict)  # what corrupted the labels and the realised rate
+
+    @property
+    def train_pos(self) -> np.ndarray:
+        """Positions in the pool of the training examples (P_train,)."""
+        return np.flatnonzero(~self.is_val)
+
+    @property
+    def val_pos(self) -> np.ndarray:
+        return np.flatnonzero(self.is_val)
+
+    def fetch_train(self, pos) -> torch.Tensor:
+        """Features of pool positions ``pos`` (B,) as a (B, *input_shape) float tensor."""
+        return fetch(self.data.train.features, self.pool_index[np.asarray(pos)])
+
+
+def fetch(features, idx) -> torch.Tensor:
+    """Rows ``idx`` of a feature tensor, or items of a map-style dataset stacked into one tensor."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if isinstance(features, torch.Tensor):
+        return features[torch.from_numpy(idx)]
+    if len(idx) == 0:
+        return torch.empty(0)
+    return torch.stack([features[int(i)] for i in idx])
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    from .data.validation import validate_features
+
+    validate_features(x, name=what)
+
+
+def prepare(cfg, data=None) -> RunData:
+    """Load (unless ``data`` is given) and corrupt the data of a resolved TrainConfig; raises InputError."""
+    from .data import load_dataset
+    from .data.corruption import corrupt_labels, parse_noise, read_noisy_label_file, transition_matrix
+
+    spec = parse_noise(cfg.noise)  # parse before the (slow) load, so a typo fails fast
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, **(cfg.data_options or {}))
+    for split_name in ("train", "test"):
+        split = getattr(data, split_name)
+        if isinstance(split.features, torch.Tensor):
+            check_finite(split.features, f"{data.name} {split_name} features")
+    k, n0 = data.num_classes, len(data.train)
+    given = data.train.labels.numpy().astype(np.int64)
+    clean = None if data.train.clean_labels is None else data.train.clean_labels.numpy().astype(np.int64)
+    if cfg.noisy_labels is not None:
+        if spec.kind.value != "none":
+            raise InputError(f"--noise {cfg.noise!r} and --noisy-labels both given; use one source of label noise")
+        clean = given if clean is None else clean
+        given = read_noisy_label_file(cfg.noisy_labels, n0, key=cfg.noisy_labels_key, num_classes=k)
+    pool = np.arange(n0)
+    if cfg.train_subset is not None:
+        if not 1 <= cfg.train_subset <= n0:
+            raise InputError(f"train_subset={cfg.train_subset} is invalid; {data.name} has {n0} training examples")
+        rng = np.random.default_rng(seed_int(cfg.seed, 1))
+        pool = np.sort(rng.choice(n0, size=cfg.train_subset, replace=False))
+    given = given[pool]
+    clean = None if clean is None else clean[pool]
+    noise: dict[str, Any] = {"spec": str(cfg.noise), "source": "dataset"}
+    if spec.kind.value != "none":
+        if data.train.clean_labels is not None:
+            raise InputError(f"{data.name} already has natural noisy labels; synthetic --noise must be 'none'")
+        P = transition_matrix(spec, k)
+        clean = given
+        given, _ = corrupt_labels(clean, P, seed=cfg.noise_seed)
+        noise.update(source="synthetic", transition_matrix=P.tolist())
+    elif cfg.noisy_labels is not None:
+        noise.update(source="file", file=str(cfg.noisy_labels))
+    mask = None if clean is None else given != clean
+    if mask is not None:
+        noise.update(realised_rate=float(mask.mean()), n_noisy=int(mask.sum()))
+    is_val = np.zeros(len(pool), dtype=bool)
+    if cfg.val_fraction > 0:
+        n_val = int(round(cfg.val_fraction * len(pool)))
+        if not 1 <= n_val < len(pool):
+            raise InputError(f"val_fraction={cfg.val_fraction} leaves no validation or no training examples")
+        rng = np.random.default_rng(seed_int(cfg.seed, 2))
+        is_val[rng.choice(len(pool), size=n_val, replace=False)] = True
+    if mask is not None:
+        noise["realised_rate_train"] = float(mask[~is_val].mean())
+    return RunData(data, pool, given, clean, mask, is_val, noise)
