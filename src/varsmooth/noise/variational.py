@@ -67,7 +67,7 @@ class Trajectory:
 def _lik(likelihood) -> Likelihood:
     lik = Likelihood.parse(likelihood)
     if lik is Likelihood.POISSON:
-        raise InputError("variational GD / VON are implemented for 'bernoulli' (logistic) and 'softmax' only")
+        raise InputError(f"likelihood {lik.value!r} not supported here; choose 'bernoulli' (logistic) or 'softmax'")
     return lik
 
 
