@@ -230,6 +230,21 @@ def test_cifar_pickle_with_callable_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_restricted_unpickler_reads_python2_cpickle():
+    # what Python 2's cPickle.dumps({'data': uint8 array [[1, 2]], 'labels': [1], 'batch_label': 'test'}, 2) writes,
+    # as in the original CIFAR files: str as SHORT_BINSTRING, numpy under numpy.core.multiarray
+    raw = (
+        b"\x80\x02}q\x01(U\x04dataq\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04K\x00\x85"
+        b"U\x01b\x87Rq\x05(K\x01K\x01K\x02\x86cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07(K\x03U\x01|NNN"
+        b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x02\x01\x02tbU\x06labelsq\x08]q\tK\x01aU\x0bbatch_labelq\n"
+        b"U\x04testq\x0bu."
+    )
+    got = restricted_load(raw)
+    assert set(got) == {b"data", b"labels", b"batch_label"} and got[b"batch_label"] == b"test"
+    np.testing.assert_array_equal(got[b"data"], np.array([[1, 2]], dtype=np.uint8))
+    assert got[b"data"].dtype == np.uint8 and got[b"labels"] == [1]
+
+
 def test_restricted_unpickler_limits_codecs_encode():
     import codecs
 

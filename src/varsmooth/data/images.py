@@ -98,7 +98,8 @@ def load_clothing1m(
         if not (root / keys[0]).is_file():
             raise InputError(f"Clothing1M image {str(root / keys[0])!r} (first of {list_name}) does not exist")
         labels = np.array([kv[key] for key in keys], dtype=np.int64)
-        ds = ImageListDataset([root / key for key in keys], size=size, resize=resize, mean=mean, std=std)
+        paths = [os.path.join(root, key) for key in keys]  # plain strings: the train list has 1M entries
+        ds = ImageListDataset(paths, size=size, resize=resize, mean=mean, std=std)
         splits[split] = LabeledSplit(ds, labels)
     return LabeledData(
         name="clothing1m",
