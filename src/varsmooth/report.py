@@ -109,7 +109,7 @@ def mean_std(mean: float, std: float, n: int) -> str:
         return f"{mean:.4g}"
     if not (math.isfinite(std) and math.isfinite(mean)) or std == 0:
         return f"{mean:.4g} ± {std:.2g}"
-    decimals = min(max(1 - math.floor(math.log10(std)), 0), 10)
+    decimals = min(max(1 - math.floor(math.log10(float(f"{std:.2g}"))), 0), 10)  # 2 significant digits of std
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 

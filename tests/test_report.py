@@ -1,0 +1,236 @@
+"""varsmooth.report: seed aggregation, Markdown tables, the self-contained report.html, `varsmooth report`."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from varsmooth import plots
+from varsmooth.commands import report as report_cmd
+from varsmooth.errors import InputError
+from varsmooth.io import read_csv, versions, write_csv, write_json
+from varsmooth.report import aggregate, format_value, markdown_table, mean_std, results_table, write_report
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
+
+
+def test_aggregate_matches_numpy_also_after_csv_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [
+        dict(method=m, alpha=a, seed=s, metric="test_acc", value=rng.normal())
+        for m in ("ls", "sam")
+        for a in (0.1, 0.5)
+        for s in range(5)
+    ]
+    rows.append(dict(method="ls", alpha=0.1, seed=9, metric="test_acc", value=""))  # a missing value is skipped
+    write_csv(tmp_path / "r.csv", rows)
+    for source in (rows, read_csv(tmp_path / "r.csv")):
+        agg = aggregate(source)
+        assert [(a["method"], str(a["alpha"])) for a in agg] == [
+            ("ls", "0.1"),
+            ("ls", "0.5"),
+            ("sam", "0.1"),
+            ("sam", "0.5"),
+        ]
+        for a in agg:
+            vals = [
+                r["value"]
+                for r in rows
+                if r["method"] == a["method"] and str(r["alpha"]) == str(a["alpha"]) and r["value"] != ""
+            ]
+            assert a["n"] == 5 == len(vals)
+            assert a["mean"] == pytest.approx(np.mean(vals), abs=1e-12)
+            assert a["std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+    single = aggregate([dict(method="x", seed=0, value=0.5)])
+    assert single == [{"method": "x", "mean": 0.5, "std": 0.0, "n": 1}]
+    by_method = aggregate(rows, keys=["method"])
+    assert [a["n"] for a in by_method] == [10, 10]
+
+
+def test_markdown_table_format():
+    rows = [
+        {"method": "ls", "alpha": 0.1, "acc": "0.9 ± 0.01", "note": "a|b"},
+        {"method": "ivon", "alpha": "", "acc": "0.95 ± 0.02"},
+    ]
+    assert markdown_table(rows, ["method", "alpha", "acc", "note"]) == (
+        "| method | alpha | acc | note |\n"
+        "| --- | ---: | ---: | --- |\n"
+        "| ls | 0.1 | 0.9 ± 0.01 | a\\|b |\n"
+        "| ivon |  | 0.95 ± 0.02 |  |\n"
+    )
+
+
+def test_format_value_and_mean_std():
+    assert format_value(0.123456789) == "0.1235"
+    assert format_value("0.123456789") == "0.1235" and format_value("7") == "7" and format_value("none") == "none"
+    assert format_value(True) == "True" and format_value([1, 2]) == "[1, 2]" and format_value(None) == ""
+    assert format_value(np.float32(0.5)) == "0.5"
+    assert mean_std(0.807, 0.0022, 3) == "0.8070 ± 0.0022"
+    assert mean_std(0.5, 0.15, 3) == "0.50 ± 0.15"
+    assert mean_std(0.81, np.std([0.80, 0.81, 0.82], ddof=1), 3) == "0.810 ± 0.010"  # std 0.01000...0009
+    assert mean_std(0.81, 0.00999996, 3) == "0.810 ± 0.010"
+    assert mean_std(0.9, 0.5, 1) == "0.9"
+
+
+def test_results_table_aggregates_or_truncates():
+    rows = [dict(method="ls", seed=s, value=v) for s, v in enumerate((0.8, 0.9, 1.0))]
+    table, cols, note = results_table(rows)
+    assert cols == ["method", "mean ± std", "n"] and table == [{"method": "ls", "mean ± std": "0.90 ± 0.10", "n": 3}]
+    assert "seed" in note
+    raw = [dict(f_mean=i, variance=1.0, eps=i / 10) for i in range(30)]
+    table, cols, note = results_table(raw, max_rows=10)
+    assert cols == ["f_mean", "variance", "eps"] and len(table) == 10 and "first 10 of 30" in note
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    """An output folder like the demo's: two experiment folders, a figure-only folder, a loose PNG, a sweep."""
+    out = tmp_path_factory.mktemp("demo")
+    rng = np.random.default_rng(0)
+    acc = out / "noisy-accuracy"
+    rows = [
+        dict(method="ls", alpha=a, noise="symmetric:0.2", seed=s, metric="test_acc", value=0.8 + a / 10 + s / 100)
+        for a in (0.0, 0.5)
+        for s in range(3)
+    ]
+    rows += [
+        dict(method="ivon", alpha="", noise="symmetric:0.2", seed=s, metric="test_acc", value=0.9 + s / 100)
+        for s in range(3)
+    ]
+    write_csv(acc / "results.csv", rows)
+    write_json(
+        acc / "config.json",
+        {
+            "experiment": "noisy-accuracy",
+            "preset": "smoke",
+            "config": {"dataset": "digits", "seeds": [0, 1, 2], "opt": {"lr": 0.1}},
+            "versions": versions(),
+        },
+    )
+    write_json(
+        acc / "summary.json", {"experiment": "noisy-accuracy", "preset": "smoke", "best_ls": 0.86, "wall_time_s": 1.5}
+    )
+    plots.accuracy_vs_hyperparameter(
+        rows, x="alpha", baseline_methods=["ls"], band_methods=["ivon"], path=acc / "accuracy.png"
+    )
+    plots.line_plot([0, 1], {"a": [0, 1]}, acc / "runs" / "r0" / "curve.png", xlabel="x", ylabel="y")  # not shown
+    write_json(acc / "runs" / "r0" / "result.json", {"config": {}, "metrics": {}})
+    theory = out / "noise-curve"
+    write_csv(theory / "results.csv", [dict(f_mean=f, variance=1.0, eps=abs(np.tanh(f)) / 4) for f in range(-40, 40)])
+    write_json(
+        theory / "config.json",
+        {"experiment": "noise-curve", "preset": "cpu", "config": {"v": [1, 4]}, "versions": versions()},
+    )
+    plots.line_plot(np.arange(5), {"v=1": np.arange(5) ** 2}, theory / "curve.png", xlabel="f", ylabel="eps")
+    plots.image_grid(rng.normal(size=(4, 8, 8)), rng.random(4), out / "gallery" / "grid.png", ncols=2)
+    plots.noise_histogram({"ivon": rng.random(50)}, out / "overview.png")
+    return out
+
+
+def _pngs(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*.png") if "runs" not in p.relative_to(out).parts)
+
+
+def test_report_embeds_every_png_and_table(results_dir):
+    path = write_report(results_dir)
+    assert path == results_dir / "report.html"
+    page = path.read_text(encoding="utf-8")
+    shown = _pngs(results_dir)
+    assert len(shown) == 4
+    for png in shown:
+        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in page
+    runs_png = results_dir / "noisy-accuracy" / "runs" / "r0" / "curve.png"
+    assert base64.b64encode(runs_png.read_bytes()).decode() not in page
+    assert page.count("<img ") == 4
+    # no external resources: every src/href is a data URI or an in-page anchor
+    assert not [u for u in re.findall(r'(?:src|href)="([^"]*)"', page) if not u.startswith(("data:", "#"))]
+    for anchor in re.findall(r'href="#([^"]+)"', page):
+        assert f'id="{anchor}"' in page
+    # tables: aggregated results (mean ± std over 3 seeds), raw theory rows cut at max_rows, summary, config
+    assert "0.810 ± 0.010" in page and "0.860 ± 0.010" in page and "0.910 ± 0.010" in page
+    assert "showing the first" not in page  # 80 rows < max_rows = 100: nothing cut
+    assert page.count("<table") >= 2 * 3 + 1
+    for text in ("best_ls", "opt.lr", "digits", "noise-curve", "1 finished runs", "Contents", "symmetric:0.2"):
+        assert text in page
+    md = (results_dir / "results.md").read_text(encoding="utf-8")
+    assert "## noisy-accuracy" in md and "| method | alpha | noise | metric | mean ± std | n |" in md
+    assert "| ls | 0.5 | symmetric:0.2 | test_acc | 0.860 ± 0.010 | 3 |" in md
+
+
+def test_report_truncates_long_tables(results_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(results_dir, out)
+    page = write_report(out, max_rows=20, title="T").read_text(encoding="utf-8")
+    assert "showing the first 20 of 80 rows" in page and "<title>T</title>" in page
+    assert page.count("<tr>") < 200
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(InputError, match="no such folder"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "empty" / "runs" / "r0").mkdir(parents=True)
+    plots.line_plot([0, 1], {"a": [0, 1]}, tmp_path / "empty" / "runs" / "r0" / "x.png", xlabel="x", ylabel="y")
+    with pytest.raises(InputError, match="holds no results"):
+        write_report(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "report.html").exists()
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="varsmooth report")
+    report_cmd.add_arguments(parser)
+    return report_cmd.main(parser.parse_args(argv))
+
+
+def test_cli(results_dir, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(results_dir, out)
+    (out / "report.html").unlink(missing_ok=True)
+    assert _cli([str(out), "--max-rows", "5"]) == 0
+    assert str(out / "report.html") in capsys.readouterr().out
+    assert "showing the first 5 of 80 rows" in (out / "report.html").read_text(encoding="utf-8")
+    with pytest.raises(InputError, match="no such folder"):
+        _cli([str(tmp_path / "nope")])
+    with pytest.raises(InputError, match="max-rows"):
+        _cli([str(out), "--max-rows", "0"])
+
+
+def _images_loaded(html_file: Path, profile: Path) -> tuple[int, int]:
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        html_file.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    # the report's inline script writes "<decoded images>/<images>" on <body> after window.onload
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, f"the load script did not run; chromium printed: {dom[:300]!r}"
+    return int(loaded.group(1)), int(loaded.group(2))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium) for the rendering check")
+def test_every_figure_renders_in_headless_chromium(results_dir, tmp_path):
+    page = write_report(results_dir)
+    assert _images_loaded(page, tmp_path / "profile") == (4, 4) and len(_pngs(results_dir)) == 4
+    # the probe must notice a figure that does not decode: corrupt one embedded PNG in a copy
+    html_text = page.read_text(encoding="utf-8")
+    start = html_text.index("data:image/png;base64,") + len("data:image/png;base64,")
+    broken = tmp_path / "broken.html"
+    broken.write_text(html_text[:start] + "AAAA" + html_text[start + 40 :], encoding="utf-8")
+    assert _images_loaded(broken, tmp_path / "profile") == (3, 4)
