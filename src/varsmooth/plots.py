@@ -426,7 +426,7 @@ def bar_plot(
     for name, v in values.items():
         if len(v) != n:
             raise ValueError(f"bar_plot: series {name!r} has {len(v)} values for {n} groups")
-    fig = Figure(figsize=(max(4.5, 0.9 * n * max(1, len(values)) ** 0.5 + 2), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(4.5, 0.6 * n * max(1, len(values)) ** 0.5 + 2.5), 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(values))
     pos = np.arange(n)
