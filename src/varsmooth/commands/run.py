@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from .. import experiments as ex
+from ..errors import InputError
+from ..sweep import parse_shard
 
 DEFAULT_EXPERIMENT = "demo"
 
@@ -19,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key of the preset (repeatable); values are YAML")
     p.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT-PRESET)")
+    p.add_argument("--jobs", type=int, default=1, help="independent runs of a sweep in parallel processes")
+    p.add_argument("--shard", default="0/1", help="i/n: run only every n-th configuration of a sweep, from i")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,7 +35,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides["seeds"] = list(args.seeds)
     cfg = ex.resolve_config(exp_id, preset, overrides)  # every check happens before anything is written
+    if args.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {args.jobs}")
+    runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress)
     out = Path(args.out or f"runs/{exp_id}-{preset}")
-    summary = ex.run_experiment(exp_id, cfg, out, preset=preset)
+    summary = ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
     print(f"{exp_id} ({preset}) done in {summary['wall_time_s']:.1f}s -> {out}")
     return 0

@@ -11,8 +11,10 @@ chosen preset and an unknown key is an error.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,16 @@ import yaml
 
 from ..errors import InputError
 from ..io import versions, write_json
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run, not what: never changes results. Passed to ``run(cfg, out, runtime)`` when it takes it."""
+
+    jobs: int = 1  # independent runs of a sweep in parallel processes
+    shard: tuple[int, int] = (0, 1)  # run only configurations k with k % n == i
+    progress: bool = True
+
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -84,14 +96,20 @@ def resolve_config(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
     return cfg
 
 
-def run_experiment(exp_id: str, cfg: dict[str, Any], out: str | Path, *, preset: str = "custom") -> dict:
+def run_experiment(
+    exp_id: str, cfg: dict[str, Any], out: str | Path, *, preset: str = "custom", runtime: Runtime | None = None
+) -> dict:
     """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``."""
     module = _module(exp_id)
+    runtime = runtime or Runtime()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"experiment": exp_id, "preset": preset, "config": cfg, "versions": versions()})
     start = time.perf_counter()
-    summary = module.run(cfg, out)
+    if "runtime" in inspect.signature(module.run).parameters:
+        summary = module.run(cfg, out, runtime=runtime)
+    else:
+        summary = module.run(cfg, out)
     summary = {"experiment": exp_id, "preset": preset, **summary,
                "wall_time_s": round(time.perf_counter() - start, 3)}
     write_json(out / "summary.json", summary)
