@@ -22,8 +22,9 @@ Scores (:class:`ScoreMethod`), with ``y`` the given label:
 
 Averaging a score over several epochs of one training run (:class:`ScoreAccumulator`, fed by the training
 engine's per-epoch callback) uses the training dynamics too: mislabeled examples are fitted late, if at all.
-The torch side (computing ``p_mean`` and ``p_pred`` of a model under an IVON posterior) is in
-:mod:`varsmooth.detect_ivon`.
+:mod:`varsmooth.detect.engine` computes ``p_mean`` and ``p_pred`` of a trained method over a whole split
+(:func:`~varsmooth.detect.engine.predict_dataset`) and, as a training callback
+(:class:`~varsmooth.detect.engine.EpochScorer`), at chosen epochs during training.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from enum import Enum
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "ScoreMethod",
@@ -182,7 +183,7 @@ def rank_suspects(scores) -> np.ndarray:
 class ScoreAccumulator:
     """Running mean of every score (and of both probability arrays) over the epochs at which it is updated.
 
-    Feed it from the training engine's per-epoch callback (see :func:`varsmooth.detect_ivon.epoch_callback`);
+    Feed it from the training engine's per-epoch callback (see :class:`EpochScorer`);
     after training, :meth:`scores` gives the epoch-averaged scores of one method.
     """
 
@@ -219,6 +220,28 @@ class ScoreAccumulator:
         method = ScoreMethod.parse(method)
         self._need_data()
         return self._sums[method.value] / self.count
+
+    def state_dict(self) -> dict:
+        """Plain values and tensors (loadable with ``torch.load(weights_only=True)``)."""
+        import torch
+
+        t = torch.from_numpy
+        sums = {k: t(np.asarray(v)) for k, v in self._sums.items()}
+        mean, pred = (None if a is None else t(a) for a in (self._mean_sum, self._pred_sum))
+        return {
+            "count": self.count,
+            "epochs": list(self.epochs),
+            "sums": sums,
+            "mean_sum": mean,
+            "pred_sum": pred,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.epochs = int(state["count"]), [int(e) for e in state["epochs"]]
+        self._sums = {k: v.numpy().copy() for k, v in state["sums"].items()}
+        self._mean_sum, self._pred_sum = (
+            None if a is None else a.numpy().copy() for a in (state["mean_sum"], state["pred_sum"])
+        )
 
     @property
     def probs_mean(self) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""``varsmooth noise CHECKPOINT --out DIR``: rank every training example of an IVON run by how suspect it is.
+
+Example: ``varsmooth train --dataset mnist --data-dir D --method ivon --noise symmetric:0.2 --out runs/ivon``,
+then ``varsmooth noise runs/ivon --data-dir D --out runs/ivon/suspects``. Writes into ``DIR``:
+
+- ``suspects.csv``: one row per training example, most suspect first (:func:`varsmooth.detect.rank_suspects`),
+  columns ``rank, index`` (into the dataset's training split), ``given_label, predicted_label`` (argmax of the
+  posterior predictive), ``score`` (the ``--method`` score; higher = more suspect), ``p_given`` (posterior
+  predictive probability of the given label), every score of :class:`varsmooth.detect.ScoreMethod`, and
+  ``true_label, is_noisy`` when the labels were flipped synthetically, ``is_val`` when the run held out some;
+- ``suspects.png``: the ``--top`` most suspect images with given->predicted label and score (image data only);
+- ``summary.json``: the checkpoint, its config, the options, and AUROC / AP / precision at k of every score
+  against the known flips when there are any.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..detect import ScoreMethod
+
+    methods = ", ".join(m.value for m in ScoreMethod)
+    p.add_argument("checkpoint", help="run folder of an IVON training run (with checkpoint.pt), or the file")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files (default: the run's)")
+    p.add_argument("--dataset", default=None, help="score this dataset's training split instead")
+    p.add_argument("--samples", type=int, default=32, help="posterior predictive samples (default: 32)")
+    p.add_argument("--top", type=int, default=64, help="images in the suspects grid (default: 64; 0: none)")
+    p.add_argument("--method", default="predictive", help=f"rank by: {methods} (default: predictive)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..detect import ScoreMethod, score_checkpoint
+
+    method = ScoreMethod.parse(args.method)
+    for name in ("samples", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.top < 0:
+        raise InputError(f"--top must be >= 0, got {args.top}")
+    scored = score_checkpoint(
+        args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, samples=args.samples,
+        batch_size=args.batch_size, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    out = Path(args.out)
+    written = write_suspects(scored, out, method=method, top=args.top, options=vars(args))
+    rows = suspect_rows(scored, method)
+    print(f"scored {len(rows)} examples of {args.checkpoint} (epoch {scored.epoch}) by {method.value}")
+    for row in rows[: min(5, len(rows))]:
+        print(f"  #{row['rank']}: index {row['index']}, given {row['given_label']}, "
+              f"predicted {row['predicted_label']}, score {row['score']:.4f}")  # fmt: skip
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def suspect_rows(scored, method) -> list[dict]:
+    """One dict per example of a :class:`varsmooth.detect.ScoredRun`, most suspect first."""
+    from ..detect import ScoreMethod, rank_suspects
+
+    method = ScoreMethod.parse(method)
+    order = rank_suspects(scored.scores[method.value])
+    pred = scored.probs_pred
+    predicted = pred.argmax(axis=1)
+    p_given = pred[np.arange(len(scored.labels)), scored.labels]
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        row = {
+            "rank": rank,
+            "index": int(scored.index[i]),
+            "given_label": int(scored.labels[i]),
+            "predicted_label": int(predicted[i]),
+            "score": float(scored.scores[method.value][i]),
+            "p_given": float(p_given[i]),
+        }
+        row.update({name: float(s[i]) for name, s in scored.scores.items()})
+        if scored.clean_labels is not None:
+            row["true_label"] = int(scored.clean_labels[i])
+            row["is_noisy"] = int(scored.clean_labels[i] != scored.labels[i])
+        if scored.is_val.any():
+            row["is_val"] = int(scored.is_val[i])
+        rows.append(row)
+    return rows
+
+
+def write_suspects(scored, out: Path, *, method, top: int = 64, options: dict | None = None) -> list[Path]:
+    """Write ``suspects.csv``, ``suspects.png`` (images, ``top`` > 0) and ``summary.json`` into ``out``."""
+    from ..detect import ScoreMethod, detection_metrics
+    from ..io import write_csv, write_json
+
+    method = ScoreMethod.parse(method)
+    rows = suspect_rows(scored, method)
+    written = [out / "suspects.csv"]
+    write_csv(written[0], rows)
+    data = scored.data
+    if top > 0 and len(data.input_shape) in (2, 3) and rows:
+        from ..plots import image_grid
+        from ..rundata import fetch
+
+        head = rows[:top]
+        images = fetch(data.train.features, [r["index"] for r in head])
+        names = data.class_names
+        labels = [f"{names[r['given_label']]}->{names[r['predicted_label']]}" for r in head]
+        title = f"most suspect training examples ({method.value}; given->predicted, score)"
+        written.append(image_grid(images, [r["score"] for r in head], out / "suspects.png", labels=labels,
+                                  title=title))  # fmt: skip
+    summary = {
+        "checkpoint_epoch": scored.epoch,
+        "config": scored.config.to_dict(),
+        "method": method.value,
+        "options": {k: v for k, v in (options or {}).items() if k != "func"},
+        "n_examples": len(rows),
+    }
+    if scored.clean_labels is not None:
+        truth = scored.clean_labels != scored.labels
+        summary["n_noisy"] = int(truth.sum())
+        if 0 < truth.sum() < truth.size:
+            summary["detection"] = {name: detection_metrics(truth, s) for name, s in scored.scores.items()}
+    written.append(out / "summary.json")
+    write_json(written[-1], summary)
+    return written

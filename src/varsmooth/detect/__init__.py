@@ -1,0 +1,27 @@
+"""Find mislabeled and atypical training examples from one IVON training run (see :mod:`.scores`)."""
+
+from .engine import EpochScorer, ScoredRun, load_checkpoint, predict_dataset, score_checkpoint
+from .scores import (
+    ScoreAccumulator,
+    ScoreMethod,
+    all_scores,
+    detection_metrics,
+    label_error_scores,
+    label_noise,
+    rank_suspects,
+)
+
+__all__ = [
+    "ScoreMethod",
+    "label_noise",
+    "label_error_scores",
+    "all_scores",
+    "rank_suspects",
+    "ScoreAccumulator",
+    "detection_metrics",
+    "predict_dataset",
+    "EpochScorer",
+    "ScoredRun",
+    "load_checkpoint",
+    "score_checkpoint",
+]
