@@ -17,6 +17,15 @@ from varsmooth.noise.network import (
 from varsmooth.optim import IVON
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Thousands of tiny forward passes: intra-op threads only add wake-up latency on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _linear(k=4, d=3, seed=0):
     torch.manual_seed(seed)
     lin = nn.Linear(d, k).double()
