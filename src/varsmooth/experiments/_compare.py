@@ -1,0 +1,354 @@
+"""Shared machinery of the method-comparison experiments (paper Sec. 4.3, App. B, C; SPEC section 7).
+
+``noisy-accuracy``, ``fixed-hessian``, ``class-dependent``, ``hessian-init`` and ``natural-noise`` are grids of
+engine runs (:func:`varsmooth.train.train`, through the resumable :func:`varsmooth.sweep.run_sweep`) and this
+module builds them, runs them, adds IVON's induced label noise to each run's metrics and selects hyperparameters
+under the two protocols of SPEC section 7:
+
+- *paper*: each baseline at its best grid value **on the test set** (the peak of the mean-over-seeds curve, as in
+  App. C), IVON at fixed settings (the first ``ess_factors`` and ``hess_inits`` entries);
+- *fair*: every method's hyperparameters (LS alpha, SAM rho, IVON ess/h0) chosen by the mean over seeds of the
+  accuracy on a validation split carved from the *noisy* training pool (``val_fraction``); the clean test set is
+  read once, at the chosen value. Needs ``val_fraction > 0``.
+
+Both protocols read the same runs (all trained on the same ``1 - val_fraction`` of the pool); they differ only in
+the selection rule. IVON is reported at the mean (``test_acc``) and as posterior predictive (``test_pred_acc``;
+the fair protocol selects the latter by ``val_pred_acc``).
+
+Induced label noise (SPEC 3.4, the paper's Eq. 9 for networks): ``eps_i = softmax(f_i(m)) - mean_s
+softmax(f_i(theta_s))`` over the training examples, from the engine's final training-set predictions at the mean
+and as posterior predictive (``test_samples`` draws). Per run: ``label_noise_l1`` (mean of ``||eps_i||_1``),
+``label_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given label; LS's is ``-alpha (1 - 1/K)``) and the
+``l1`` mean over mislabeled and over clean examples. IVON's sigma statistics come from the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import write_csv
+from ..report import markdown_table, mean_std
+from ._common import load_cached, tidy_rows, write_results
+
+RUN_FN = "varsmooth.experiments._compare:compare_run"
+# Every run has all these tag columns (empty where they do not apply), so results.csv has the same columns always.
+TAGS = ("method", "noise", "alpha", "rho", "ess_factor", "h0", "seed")
+METRICS = (
+    "test_acc", "test_pred_acc", "val_acc", "val_pred_acc", "test_nll", "test_pred_nll", "test_ece", "test_pred_ece",
+    "train_acc", "noise_realised_rate", "noise_realised_rate_train", "ess", "sigma_mean", "sigma_median",
+    "label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
+)  # fmt: skip
+# Keys of a preset that become TrainConfig fields of every run.
+_TRAIN_KEYS = ("dataset", "data_dir", "model", "train_subset", "val_fraction", "epochs", "batch_size")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building the grid
+
+
+def require_data(cfg: dict[str, Any]) -> None:
+    """Raise InputError when the preset's dataset needs files and no ``data_dir`` was given."""
+    from ..data import BUNDLED, DATASETS
+
+    name = str(cfg.get("dataset", "")).lower()
+    if name not in DATASETS:
+        raise InputError(f"unknown dataset {cfg.get('dataset')!r}; allowed: {', '.join(DATASETS)}")
+    if name not in BUNDLED and not cfg.get("data_dir"):
+        raise InputError(
+            f"dataset {name!r} is read from files: pass --data-dir DIR (the folder with its files), "
+            "or use --preset smoke (bundled data)"
+        )
+    seeds = cfg.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise InputError(f"seeds={seeds!r} is not allowed; give a non-empty list of integers (e.g. --seeds 0 1 2)")
+
+
+def _grid(cfg: dict, key: str, *, positive: bool = False, upper: float | None = None) -> list[float]:
+    values = cfg.get(key)
+    if not isinstance(values, list) or not values:
+        raise InputError(f"{key}={values!r} is not allowed; give a non-empty list of numbers")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise InputError(f"{key}: {v!r} is not allowed; values must be numbers >= 0")
+        if positive and v <= 0 or upper is not None and v > upper:
+            raise InputError(f"{key}: {v!r} is not allowed; values must be in {'(0' if positive else '[0'}, "
+                             f"{upper if upper is not None else 'inf'}]")
+        out.append(float(v))
+    return out
+
+
+def grid(cfg: dict, key: str, noise: str | None = None, **bounds) -> list[float]:
+    """The list of numbers ``cfg[key]``, checked (InputError naming the key otherwise); a list under
+    ``noise_options[noise][key]`` replaces it for that setting (e.g. the paper's per-setting h0, Table 1)."""
+    per_noise = (cfg.get("noise_options") or {}).get(noise, {}) if noise is not None else {}
+    if key in per_noise:
+        return _grid({key: per_noise[key]}, key, **bounds)
+    return _grid(cfg, key, **bounds)
+
+
+def train_config(cfg: dict[str, Any], method: str, noise: str, seed: int, **options: Any) -> dict[str, Any]:
+    """The TrainConfig dict of one run: the preset's common keys, ``train`` (all methods), ``method_options[m]``,
+    ``noise_options[noise]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
+    base = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
+    per_noise = (cfg.get("noise_options") or {}).get(noise, {})
+    family = "ivon" if method.startswith("ivon") else "sgd"
+    per_noise = {k: v for k, v in per_noise.items() if isinstance(v, dict)}  # lists there are grids (see grid)
+    merged = {
+        **base,
+        **(cfg.get("train") or {}),
+        **(cfg.get("method_options") or {}).get(family, {}),
+        **(cfg.get("method_options") or {}).get(method, {}),
+        **per_noise.get("all", {}),
+        **per_noise.get(family, {}),
+        **per_noise.get(method, {}),
+        "method": method,
+        "seed": int(seed),
+        **options,
+    }
+    if "noisy_labels" not in merged or merged["noisy_labels"] is None:
+        merged.setdefault("noise", noise)
+    return merged
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def run_config(
+    cfg: dict[str, Any], method: str, noise: str, seed: int, *, extra_tags: dict | None = None, **hp: Any
+) -> dict[str, Any]:
+    """One sweep configuration ``{"name", "tags", "train"}``. ``hp``: alpha, rho, ess_factor, h0 (-> hess_init)."""
+    tags = dict.fromkeys(TAGS, "")
+    tags.update(method=method, noise=noise, seed=int(seed), **(extra_tags or {}))
+    options = {}
+    for key, value in hp.items():
+        tags[key] = value
+        options["hess_init" if key == "h0" else key] = value
+    name = "_".join(
+        [noise.replace(":", "-"), method]
+        + [f"{k}{_fmt(v)}" for k, v in (extra_tags or {}).items()]
+        + [f"{k}{_fmt(v)}" for k, v in hp.items()]
+        + [f"s{seed}"]
+    )
+    return {"name": name, "tags": tags, "train": train_config(cfg, method, noise, seed, **options)}
+
+
+def check_configs(configs: Sequence[dict]) -> None:
+    """Resolve every run's TrainConfig before anything runs, so a bad key fails at once with InputError."""
+    from ..train import resolve_config
+
+    for c in configs:
+        resolve_config(c["train"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running
+
+
+def label_noise_stats(result) -> dict[str, float]:
+    """IVON's expected label noise over the training examples (module docstring); {} for point estimates."""
+    if result.train_probs_pred is None or result.train_probs is None:
+        return {}
+    run = result.run
+    pos = run.train_pos
+    eps = result.train_probs[pos].astype(np.float64) - result.train_probs_pred[pos].astype(np.float64)
+    y = run.labels[pos]
+    l1 = np.abs(eps).sum(axis=1)
+    stats = {"label_noise_l1": float(l1.mean()), "label_noise_on_label": float(eps[np.arange(len(y)), y].mean())}
+    if run.noise_mask is not None:
+        mask = run.noise_mask[pos]
+        if mask.any():
+            stats["label_noise_l1_noisy"] = float(l1[mask].mean())
+        if (~mask).any():
+            stats["label_noise_l1_clean"] = float(l1[~mask].mean())
+    return stats
+
+
+def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ()) -> dict[str, float]:
+    """Sweep run function: one engine run (resumed from its checkpoint if any) -> its numeric final metrics plus
+    :func:`label_noise_stats`."""
+    from ..train import train
+
+    train_cfg = {"progress": False, **cfg["train"]}
+    result = train(train_cfg, run_dir, callbacks=callbacks, data=load_cached(train_cfg))
+    metrics = {
+        k: float(v)
+        for k, v in result.metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    metrics.update(label_noise_stats(result))
+    return metrics
+
+
+def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], list[tuple[dict, dict | None]]]:
+    """Run the unfinished configs (runtime: jobs, shard, progress) and rewrite ``results.csv`` from every
+    finished run on disk; returns (tidy rows, [(config, metrics or None)])."""
+    from ..sweep import run_sweep
+
+    check_configs(configs)
+    results = run_sweep(
+        configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress
+    )
+    rows = tidy_rows(results, list(METRICS))
+    if rows:
+        write_results(out, rows)
+    return rows, results
+
+
+def records(results: Iterable[tuple[dict, dict | None]]) -> list[dict[str, Any]]:
+    """Finished runs as flat dicts: tags plus metrics."""
+    return [{**c["tags"], **m} for c, m in results if m is not None]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# selecting and summarising
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "n": int(arr.size), "text": mean_std(float(arr.mean()), std, arr.size)}
+
+
+def select(
+    recs: Sequence[dict],
+    *,
+    hp: Sequence[str],
+    report: str,
+    by: str | None,
+    fixed: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Pick one hyperparameter setting of ``recs`` (runs of one method in one setting) and report it.
+
+    ``fixed``: use that setting; else the setting with the highest mean over seeds of metric ``by`` (ties: the first
+    in grid order). Returns ``{"chosen": {hp: value}, "mean", "std", "n", "text", "values": {seed: value},
+    "selected_by"}`` for metric ``report`` at the chosen setting, or None when nothing fits.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        groups.setdefault(tuple(r.get(k) for k in hp), []).append(r)
+    if fixed is not None:
+        key = tuple(fixed.get(k) for k in hp)
+        if key not in groups:
+            return None
+    else:
+        scored = [(k, [r[by] for r in g if by in r]) for k, g in groups.items()]
+        scored = [(k, float(np.mean(v))) for k, v in scored if v]
+        if not scored:
+            return None
+        key = max(scored, key=lambda kv: kv[1])[0]  # max keeps the first of equal scores
+    vals = {int(r["seed"]): float(r[report]) for r in groups[key] if report in r}
+    if not vals:
+        return None
+    return {
+        "chosen": dict(zip(hp, key, strict=True)),
+        **_stats(list(vals.values())),
+        "values": vals,
+        "selected_by": "fixed" if fixed is not None else by,
+    }
+
+
+# (row label, method, hyperparameter tags) of a comparison table
+BASELINES = (("ERM", "erm", ()), ("best LS", "ls", ("alpha",)), ("best SAM", "sam", ("rho",)))
+
+
+def compare_table(
+    recs: Sequence[dict],
+    *,
+    setting: str,
+    ivon_fixed: dict[Any, dict[str, Any]],
+    protocols: Sequence[str],
+    ivon_method: str = "ivon",
+) -> list[dict[str, Any]]:
+    """Rows ``{setting, protocol, method, chosen, mean, std, n, text, values}`` for ERM, best LS, best SAM, IVON
+    (mean) and IVON (predictive) in each value of column ``setting`` under each protocol. ``ivon_fixed``:
+    ``{setting value: {hp: value}}``, IVON's fixed setting of the paper protocol."""
+    rows = []
+    for value in dict.fromkeys(r[setting] for r in recs):
+        here = [r for r in recs if r[setting] == value]
+        for protocol in protocols:
+            fair = protocol == "fair"
+            entries = [
+                (label, method, hp, "test_acc", "val_acc" if fair else "test_acc", None)
+                for label, method, hp in BASELINES
+            ]
+            entries += [
+                ("IVON (mean)", ivon_method, ("ess_factor", "h0"), "test_acc", "val_acc",
+                 None if fair else ivon_fixed.get(value)),
+                ("IVON (pred.)", ivon_method, ("ess_factor", "h0"), "test_pred_acc", "val_pred_acc",
+                 None if fair else ivon_fixed.get(value)),
+            ]  # fmt: skip
+            for label, method, hp, report, by, fixed in entries:
+                sel = select([r for r in here if r["method"] == method], hp=hp, report=report, by=by, fixed=fixed)
+                if sel is not None:
+                    chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in sel["chosen"].items()) or "-"
+                    rows.append({setting: value, "protocol": protocol, "method": label, **sel, "chosen": chosen})
+    return rows
+
+
+def protocols_for(cfg: dict) -> list[str]:
+    """``["paper", "fair"]``, or only ``["paper"]`` when there is no validation split."""
+    return ["paper", "fair"] if float(cfg.get("val_fraction") or 0) > 0 else ["paper"]
+
+
+def write_table(out: Path, rows: Sequence[dict], setting: str) -> list[dict]:
+    """Write ``selection.csv`` (one row per selected run: setting, protocol, method, chosen, seed, value) and
+    ``table.md``; return the JSON-friendly summary rows."""
+    tidy = [
+        {setting: r[setting], "protocol": r["protocol"], "method": r["method"], "chosen": r["chosen"],
+         "seed": seed, "metric": "test_acc", "value": v}
+        for r in rows for seed, v in r["values"].items()
+    ]  # fmt: skip
+    if tidy:
+        write_csv(out / "selection.csv", tidy)
+    table = [
+        {setting: r[setting], "protocol": r["protocol"], "method": r["method"], "chosen": r["chosen"],
+         "test accuracy": r["text"], "n": r["n"]}
+        for r in rows
+    ]  # fmt: skip
+    if table:
+        (out / "table.md").write_text(markdown_table(table, list(table[0])), encoding="utf-8")
+    return [{k: v for k, v in r.items() if k != "values"} for r in rows]
+
+
+def ivon_noise_summary(recs: Sequence[dict], *, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean over seeds of IVON's induced label noise and sigma per ``keys`` value (e.g. noise, ess_factor, h0)."""
+    cols = ("label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
+            "sigma_mean", "sigma_median", "ess", "test_acc", "test_pred_acc")  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        if str(r.get("method", "")).startswith("ivon"):
+            groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    out = []
+    for key, g in groups.items():
+        row = dict(zip(keys, key, strict=True))
+        for c in cols:
+            vals = [r[c] for r in g if c in r]
+            if vals:
+                row[c] = float(np.mean(vals))
+        row["n"] = len(g)
+        out.append(row)
+    return out
+
+
+def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, setting: str = "noise") -> list[dict]:
+    """Tidy rows for the accuracy-vs-hyperparameter plot: ``test_acc`` rows, plus IVON's posterior predictive as a
+    pseudo-method ``ivon (pred.)`` (``test_pred_acc`` relabelled), only at ``fixed[row[setting]]`` when given."""
+    out = [r for r in rows if r["metric"] == "test_acc"]
+    for r in rows:
+        if r["metric"] == "test_pred_acc" and str(r["method"]).startswith("ivon"):
+            keep = fixed is None or all(str(r.get(k)) == str(v) for k, v in fixed.get(r[setting], {}).items())
+            if keep:
+                out.append({**r, "method": f"{r['method']} (pred.)", "metric": "test_acc"})
+    return out
+
+
+def progress_note(results: Sequence[tuple[dict, dict | None]]) -> dict[str, int]:
+    return {"runs_finished": sum(m is not None for _, m in results), "runs_total": len(results)}
