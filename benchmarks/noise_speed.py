@@ -1,0 +1,105 @@
+"""Cost of the network label-noise estimators in units of plain forward passes over the same data.
+
+    python benchmarks/noise_speed.py [--n 10000] [--samples 16] [--repeats 3] [--batch-size 1000] [--device cpu]
+
+For each model (an MLP 784-256-256-10 and a small 3-layer CNN on MNIST-shaped inputs), every repeat times, side by
+side: one forward pass over the N inputs (eval mode, no gradients, the same batches), the Monte-Carlo expected noise
+with S samples (:func:`varsmooth.noise.network.expected_label_noise`: S + 1 passes, so its floor is (S + 1) / S) and
+the linearized noise of Eq. 19 with S samples (:func:`~varsmooth.noise.network.linearized_label_noise`, one JVP
+per sample). It prints the medians and the ratios ``time / (S x forward pass)``; targets: MC <= 1.1, linearized
+<= 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from varsmooth.models import build_model
+from varsmooth.noise.network import expected_label_noise, linearized_label_noise
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bench(name: str, model: torch.nn.Module, x: torch.Tensor, args, device) -> dict[str, float]:
+    model = model.to(device).eval()
+    x = x.to(device)
+    s, b = args.samples, args.batch_size
+
+    def forward():
+        with torch.no_grad():
+            for lo in range(0, len(x), b):
+                model(x[lo : lo + b])
+
+    def mc():
+        expected_label_noise(model, x, 1e-2, samples=s, batch_size=b)
+
+    def lin():
+        linearized_label_noise(model, x, 1e-2, samples=s, batch_size=b, sample_chunk=args.sample_chunk)
+
+    forward()  # warm-up (allocator, kernels)
+    expected_label_noise(model, x[:b], 1e-2, samples=1, batch_size=b)
+    linearized_label_noise(model, x[:b], 1e-2, samples=2, batch_size=b, sample_chunk=args.sample_chunk)
+    times = {"forward": [], "mc": [], "linearized": []}
+    for _ in range(args.repeats):
+        times["forward"].append(_timed(forward, device))
+        times["mc"].append(_timed(mc, device))
+        times["linearized"].append(_timed(lin, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {
+        "model": name,
+        "forward_s": med["forward"],
+        "mc_s": med["mc"],
+        "lin_s": med["linearized"],
+        "mc_ratio": med["mc"] / (s * med["forward"]),
+        "lin_ratio": med["linearized"] / (s * med["forward"]),
+    }
+    print(
+        f"{name:>5}  forward {row['forward_s']:.3f}s  MC {row['mc_s']:.2f}s  linearized {row['lin_s']:.2f}s  "
+        f"MC/(S fwd) {row['mc_ratio']:.3f} (floor {(s + 1) / s:.3f}, target <= 1.1)  "
+        f"lin/(S fwd) {row['lin_ratio']:.3f} (target <= 3)",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=10_000, help="number of MNIST-shaped inputs")
+    p.add_argument("--samples", type=int, default=16, help="S, posterior samples per estimator")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--sample-chunk", type=int, default=None, help="samples per vmapped JVP (default: automatic)")
+    p.add_argument("--cnn-widths", type=int, nargs=3, default=(8, 16, 32))
+    p.add_argument("--models", nargs="+", default=["mlp", "cnn3"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(args.seed))
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, N {args.n}, S {args.samples}, "
+        f"batch {args.batch_size}, repeats {args.repeats} (medians)"
+    )
+    for name in args.models:
+        opts = {"widths": tuple(args.cnn_widths)} if name == "cnn3" else {}
+        bench(name, build_model(name, 10, (1, 28, 28), **opts), x, args, device)
+
+
+if __name__ == "__main__":
+    main()
