@@ -55,9 +55,12 @@ class DistContext:
             offset += n
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of a CPU tensor over ranks (through the backend's device), returned on the CPU."""
         if self.active:
-            values = values.clone()
-            dist.all_reduce(values)
+            on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+            buf = values.to(on, copy=True)
+            dist.all_reduce(buf)
+            values = buf.cpu()
         return values
 
     def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor:

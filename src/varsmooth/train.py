@@ -284,7 +284,7 @@ def train(
 
     ``data``: an already loaded :class:`varsmooth.data.LabeledData` to use instead of loading ``cfg.dataset``.
     ``callbacks``: callables ``cb(epoch, state: TrainState)`` run after each epoch's evaluation on rank 0 (before
-    its checkpoint); a callback with ``on_batch(epoch, state, pos, out: StepOutput, labels)`` is also called after
+    its checkpoint); a callback with ``on_batch(epoch, pos, out: StepOutput, labels)`` is also called after
     every step with the pool positions ``pos`` (B,) of the step's (local) batch. A callback with ``state_dict()`` /
     ``load_state_dict()`` is checkpointed and restored on resume. Raises InputError (bad input, nothing written)
     and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint stays).
@@ -392,40 +392,33 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
         model.train()
         perm = train_pos[torch.randperm(len(train_pos), generator=gens["data"])]
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
-        bar = tqdm(perm.split(cfg.batch_size), leave=False, disable=not progress, desc=f"epoch {epoch + 1}")
-        for step, batch in enumerate(bar):
-            factor = lr_factor(
-                cfg.schedule,
-                epoch=epoch,
-                step=step,
-                steps_per_epoch=steps,
-                total_epochs=cfg.schedule_epochs,
-                milestones=cfg.milestones,
-                gamma=cfg.lr_decay,
-                warmup_epochs=cfg.warmup_epochs,
-                unit=cfg.schedule_unit,
-            )
-            method.set_lr_factor(factor)
-            local, scale = dist.shard(batch)
-            x = fetch(data.train.features, run.pool_index[local.numpy()]).to(device, non_blocking=True)
+        batches = perm.split(cfg.batch_size)
+        shards = [dist.shard(b) for b in batches]
+        loader = _loader(data.train.features, [run.pool_index[loc.numpy()] for loc, _ in shards], cfg.num_workers)
+        bar = tqdm(loader, total=len(batches), leave=False, disable=not progress, desc=f"epoch {epoch + 1}")
+        for step, x in enumerate(bar):
+            (local, scale), batch = shards[step], batches[step]
+            method.set_lr_factor(
+                lr_factor(cfg.schedule, epoch=epoch, step=step, steps_per_epoch=steps,
+                          total_epochs=cfg.schedule_epochs, milestones=cfg.milestones, gamma=cfg.lr_decay,
+                          warmup_epochs=cfg.warmup_epochs, unit=cfg.schedule_unit)
+            )  # fmt: skip
+            x = x.to(device, non_blocking=True)
             if data.augment:
                 from .data.transforms import augment_batch
 
                 x = augment_batch(x, data.augment, gens["augment"])
             y = labels[local].to(device, non_blocking=True)
             res: StepOutput = method.train_step(x, y, scale=scale, global_batch=len(batch))
-            correct = (res.logits.argmax(1) == y).sum().double() if len(y) else torch.zeros((), dtype=torch.float64)
-            step_tot = dist.sum(
-                torch.stack([res.loss.double() * len(y), correct, torch.tensor(len(y), dtype=torch.float64)]).cpu()
-            )
+            correct = float((res.logits.argmax(1) == y).sum()) if len(y) else 0.0
+            step_tot = dist.sum(torch.tensor([float(res.loss) * len(y), correct, len(y)], dtype=torch.float64))
             if not math.isfinite(step_tot[0].item()):
-                raise _diverged(
-                    cfg, epoch, step, f"loss = {step_tot[0].item() / step_tot[2].item()}", out, start_or(history)
-                )
+                loss = step_tot[0].item() / step_tot[2].item()
+                raise _diverged(cfg, epoch, step, f"loss = {loss}", out, start_or(history))
             totals += step_tot
             for cb in callbacks:
                 if main and hasattr(cb, "on_batch"):
-                    cb.on_batch(epoch + 1, None, local.numpy(), res, y)
+                    cb.on_batch(epoch + 1, local.numpy(), res, y)
             bar.set_postfix(loss=f"{step_tot[0].item() / max(step_tot[2].item(), 1):.4f}", refresh=False)
         method.end_epoch()
         if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -467,6 +460,26 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
     return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item i: the stacked features of batch i (for DataLoader worker processes on lazy image datasets)."""
+
+    def __init__(self, features, index_batches):
+        self.features, self.index_batches = features, index_batches
+
+    def __len__(self):
+        return len(self.index_batches)
+
+    def __getitem__(self, i):
+        return fetch(self.features, self.index_batches[i])
+
+
+def _loader(features, index_batches, num_workers: int):
+    data = _Batches(features, index_batches)
+    if num_workers == 0:
+        return (data[i] for i in range(len(data)))
+    return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
 
 
 def start_or(history: list[dict]) -> int:
