@@ -48,6 +48,7 @@ import enum
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,16 +59,42 @@ __all__ = ["IVON", "HessApprox", "predictive_probs"]
 
 
 class HessApprox(str, enum.Enum):
-    PRICE = "price"
-    GRADSQ = "gradsq"
+    PRICE = "price"  # E[g (theta - m)] / sigma^2 (reparameterisation)
+    GRADSQ = "gradsq"  # ess * E[g^2]
 
 
 def _state_dtype(p: Tensor) -> torch.dtype:
     return torch.promote_types(p.dtype, torch.float32)
 
 
+def _dist_on() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@dataclass(eq=False)
+class _Bucket:
+    """Scratch for the trainable params of one group sharing (device, dtype); not state, rebuilt on demand."""
+
+    params: list[Tensor]
+    noise: Tensor  # flat: e ~ N(0, 1), then sigma * e, then sigma * e * grad
+    sample: Tensor  # flat, parameter dtype: theta = m + sigma * e
+    scale: Tensor  # flat: sqrt(ess (h + wd)) = 1 / sigma, valid while `scale_key` matches
+    scale_key: tuple | None = None
+    views: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        sizes = [p.numel() for p in self.params]
+        for name in ("noise", "sample", "scale"):
+            flat = getattr(self, name).split(sizes)
+            self.views[name] = [v.view_as(p) for v, p in zip(flat, self.params, strict=True)]
+
+
 class IVON(torch.optim.Optimizer):
-    """Improved Variational Online Newton; see the module docstring for the update and the loop."""
+    """Improved Variational Online Newton; see the module docstring for the update, the loop and the noise.
+
+    Extra keyword options: ``foreach`` (default True: multi-tensor path; False: per-parameter reference path) and
+    ``generator`` (a ``torch.Generator`` the optimizer draws its noise from; saved in ``state_dict``).
+    """
 
     def __init__(
         self,
@@ -102,7 +129,7 @@ class IVON(torch.optim.Optimizer):
         self._generators: dict[torch.device, torch.Generator] = {}
         if generator is not None:
             self._generators[generator.device] = generator
-        self._buffers: dict[int, tuple] = {}  # group index -> (signature, buckets); scratch, not state
+        self._scratch: dict[int, tuple] = {}  # group index -> (param signature, buckets)
         self._sampling = False
         super().__init__(params, defaults)
 
@@ -114,33 +141,33 @@ class IVON(torch.optim.Optimizer):
             "beta2": 0.0 <= g["beta2"] <= 1.0, "weight_decay": 0.0 <= g["weight_decay"] < math.inf,
             "clip_radius": 0.0 < g["clip_radius"],
         }  # fmt: skip
-        allowed = {"beta1": "[0, 1)", "beta2": "[0, 1]", "lr": ">= 0", "weight_decay": ">= 0"}
+        allowed = {"beta1": "in [0, 1)", "beta2": "in [0, 1]", "lr": ">= 0", "weight_decay": ">= 0"}
         for name, ok in checks.items():
-            if not ok:  # also catches NaN
+            if not ok:  # comparisons are False for NaN too
                 raise ValueError(f"Invalid {name}: {g[name]!r} (must be {allowed.get(name, '> 0')})")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
 
-    # ---------------------------------------------------------------- state and noise
+    # ---------------------------------------------------------------- state, scratch, noise
     def _state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
-        if not state:  # lazy, like torch optimizers: parameters may move before first use
+        if not state:  # lazy, like torch optimizers
             dt = _state_dtype(p)
             state["step"] = 0
             state["momentum"] = torch.zeros_like(p, dtype=dt, memory_format=torch.preserve_format)
             state["hess"] = torch.full_like(p, group["hess_init"], dtype=dt, memory_format=torch.preserve_format)
+            state["has_grad"] = False  # grad_sum / hess_sum hold this step's sums only while True
+        if "grad_sum" not in state:  # sums are left out of state_dict() between steps
             state["grad_sum"] = torch.zeros_like(state["momentum"])
             state["hess_sum"] = torch.zeros_like(state["momentum"])
-            state["has_grad"] = False
         return state
 
-    def _buckets(self, gi: int, group: dict) -> list[dict]:
-        """Trainable params of a group split by (device, dtype), each with flat noise/sample scratch buffers."""
+    def _buckets(self, gi: int, group: dict) -> list[_Bucket]:
         params = [p for p in group["params"] if p.requires_grad]
         sig = tuple((id(p), p.dtype, p.device, p.shape) for p in params)
-        cached = self._buffers.get(gi)
+        cached = self._scratch.get(gi)
         if cached is not None and cached[0] == sig:
             return cached[1]
         keyed: dict[tuple, list[Tensor]] = {}
@@ -148,13 +175,10 @@ class IVON(torch.optim.Optimizer):
             keyed.setdefault((p.device, p.dtype), []).append(p)
         buckets = []
         for (device, dtype), ps in keyed.items():
-            sizes = [p.numel() for p in ps]
-            noise = torch.empty(sum(sizes), device=device, dtype=torch.promote_types(dtype, torch.float32))
-            sample = torch.empty(sum(sizes), device=device, dtype=dtype)
-            views = lambda flat: [v.view_as(p) for v, p in zip(flat.split(sizes), ps)]  # noqa: E731
-            buckets.append(dict(params=ps, noise=noise, noise_views=views(noise), sample=sample,
-                                sample_views=views(sample), device=device))  # fmt: skip
-        self._buffers[gi] = (sig, buckets)
+            n, sdt = sum(p.numel() for p in ps), torch.promote_types(dtype, torch.float32)
+            new = lambda dt: torch.empty(n, device=device, dtype=dt)  # noqa: E731
+            buckets.append(_Bucket(ps, noise=new(sdt), sample=new(dtype), scale=new(sdt)))
+        self._scratch[gi] = (sig, buckets)
         return buckets
 
     def _generator(self, device: torch.device, override: torch.Generator | None) -> torch.Generator | None:
@@ -163,14 +187,14 @@ class IVON(torch.optim.Optimizer):
                 raise ValueError(f"Invalid generator: on {override.device}, parameters on {device}")
             return override
         gen = self._generators.get(device)
-        if gen is None and self.sync and dist.is_available() and dist.is_initialized():
-            seed = int(np.random.SeedSequence((torch.initial_seed(), dist.get_rank())).generate_state(1, np.uint64)[0])
+        if gen is None and self.sync and _dist_on():  # distinct, reproducible noise per rank
+            seed = np.random.SeedSequence((torch.initial_seed(), dist.get_rank())).generate_state(1, np.uint64)[0]
             gen = self._generators[device] = torch.Generator(device=device)
-            gen.manual_seed(seed >> 1)
+            gen.manual_seed(int(seed) >> 1)
         return gen
 
     def draw_noise(self, flat: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Fill ``flat`` with standard normal noise (one call per bucket; ``ivon-opt``'s order)."""
+        """Fill ``flat`` (one bucket) with N(0, 1) noise; one call per bucket, in ivon-opt's order."""
         return flat.normal_(generator=generator)
 
     # ---------------------------------------------------------------- sampling
@@ -178,79 +202,98 @@ class IVON(torch.optim.Optimizer):
     def sampled_params(self, train: bool = False, generator: torch.Generator | None = None) -> Iterator[None]:
         """Replace every trainable parameter by a posterior sample ``m + sigma * e`` inside the block.
 
-        With ``train=True`` the gradients found in ``p.grad`` at the end of the block are accumulated for the next
+        With ``train=True`` the gradients in ``p.grad`` at the end of the block are accumulated for the next
         ``step()`` (a parameter whose ``grad`` is None contributes zero). The mean is restored when the block exits,
         also when it raises (the sample is then discarded). ``generator`` overrides the noise source once.
         """
         if self._sampling:
             raise RuntimeError("sampled_params() blocks cannot be nested")
-        self._sampling = True
-        swapped: list[tuple[Tensor, Tensor]] = []
+        self._sampling, swapped = True, []
         try:
             plan = self._sample(generator, swapped)
             yield
-        except BaseException:
+        finally:
             for p, mean in swapped:
                 p.data = mean
             self._sampling = False
-            raise
-        for p, mean in swapped:
-            p.data = mean
-        self._sampling = False
         if train:
             self._accumulate(plan)
 
     @torch.no_grad()
-    def _sample(self, generator, swapped) -> list:
+    def _sample(self, generator, swapped: list) -> list:
         plan = []
         for gi, group in enumerate(self.param_groups):
             ess, wd = group["ess"], group["weight_decay"]
             for b in self._buckets(gi, group):
-                ps, states = b["params"], [self._state(p, group) for p in b["params"]]
-                self.draw_noise(b["noise"], self._generator(b["device"], generator))
-                if self.foreach:  # noise = e / sqrt(ess (h + wd)); sample = m + noise, written into scratch
-                    scale = torch._foreach_add([s["hess"] for s in states], wd)
-                    torch._foreach_mul_(scale, ess)
-                    torch._foreach_sqrt_(scale)
-                    torch._foreach_div_(b["noise_views"], scale)
-                    b["sample"].copy_(b["noise"])
-                    torch._foreach_add_(b["sample_views"], [p.data for p in ps])
-                    samples = b["sample_views"]
+                ps, states = b.params, [self._state(p, group) for p in b.params]
+                self.draw_noise(b.noise, self._generator(b.noise.device, generator))
+                if self.foreach:  # noise = e / sqrt(ess (h + wd)); theta = m + noise, written into scratch
+                    key = self._scale_key(group, states)
+                    if b.scale_key != key:
+                        scale = b.views["scale"]
+                        torch._foreach_copy_(scale, [s["hess"] for s in states])
+                        torch._foreach_add_(scale, wd)
+                        torch._foreach_mul_(scale, ess)
+                        torch._foreach_sqrt_(scale)
+                        b.scale_key = key
+                    torch._foreach_div_(b.views["noise"], b.views["scale"])
+                    b.sample.copy_(b.noise)
+                    torch._foreach_add_(b.views["sample"], ps)
+                    thetas = b.views["sample"]
                 else:
-                    samples = []
-                    for e, s, p in zip(b["noise_views"], states, ps):
+                    thetas = []
+                    for e, s, p in zip(b.views["noise"], states, ps, strict=True):
                         e.div_((ess * (s["hess"] + wd)).sqrt())
-                        samples.append((p.data + e).to(p.dtype))
-                for p, theta in zip(ps, samples):
+                        thetas.append((p + e).to(p.dtype))
+                for p, theta in zip(ps, thetas, strict=True):
                     swapped.append((p, p.data))
                     p.data = theta
-                plan.append((group, ps, states, b["noise_views"]))
+                plan.append((ps, states, b.views["noise"], group))
         return plan
+
+    @staticmethod
+    def _scale_key(group: dict, states: list[dict]) -> tuple:
+        return group["ess"], group["weight_decay"], tuple((id(s["hess"]), s["hess"]._version) for s in states)
 
     @torch.no_grad()
     def _accumulate(self, plan: list) -> None:
-        zero_fill = self.sync and dist.is_available() and dist.is_initialized()  # ranks must reduce alike
-        for group, ps, states, noise in plan:
+        zero_fill = self.sync and _dist_on()  # every rank must reduce the same tensors
+        price = self.hess_approx is HessApprox.PRICE
+        for ps, states, noise, group in plan:
             group["samples"] += 1
-            idx = [i for i, p in enumerate(ps) if p.grad is not None or zero_fill]
-            for i in idx:
-                states[i]["has_grad"] = True
-            idx = [i for i in idx if ps[i].grad is not None]
-            if not idx:
-                continue
+            if zero_fill:
+                for p, s in zip(ps, states, strict=True):
+                    if p.grad is None and not s["has_grad"]:
+                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
+                        s["has_grad"] = True
+            idx = [i for i, p in enumerate(ps) if p.grad is not None]
             if any(ps[i].grad.is_sparse for i in idx):
                 raise RuntimeError("IVON does not support sparse gradients")
-            grads = [ps[i].grad for i in idx]
-            gsum, hsum = [states[i]["grad_sum"] for i in idx], [states[i]["hess_sum"] for i in idx]
-            noise = [noise[i] for i in idx]
-            second = noise if self.hess_approx is HessApprox.PRICE else grads
-            if self.foreach:
-                torch._foreach_add_(gsum, grads)
-                torch._foreach_addcmul_(hsum, second, grads)
-            else:
-                for a, b, x, g in zip(gsum, hsum, second, grads):
-                    a.add_(g)
-                    b.add_(x * g)
+            if not self.foreach:
+                for i in idx:
+                    s, g = states[i], ps[i].grad
+                    if not s["has_grad"]:
+                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
+                    s["grad_sum"].add_(g)
+                    s["hess_sum"].add_(noise[i] * g if price else g * g)
+                    s["has_grad"] = True
+                continue
+            fresh_idx = [i for i in idx if not states[i]["has_grad"]]
+            for fresh, sel in ((True, fresh_idx), (False, [i for i in idx if states[i]["has_grad"]])):
+                if not sel:  # first gradient of this step: copy into the sums, else add
+                    continue
+                g, gsum, hsum = [ps[i].grad for i in sel], *([states[i][k] for i in sel] for k in ("grad_sum", "hess_sum"))
+                if price:
+                    torch._foreach_mul_(nz := [noise[i] for i in sel], g)  # the noise scratch is free now
+                    (torch._foreach_copy_ if fresh else torch._foreach_add_)(hsum, nz)
+                elif fresh:
+                    torch._foreach_copy_(hsum, g)
+                    torch._foreach_mul_(hsum, g)
+                else:
+                    torch._foreach_addcmul_(hsum, g, g)
+                (torch._foreach_copy_ if fresh else torch._foreach_add_)(gsum, g)
+                for i in sel:
+                    states[i]["has_grad"] = True
 
     # ---------------------------------------------------------------- update
     @torch.no_grad()
@@ -262,16 +305,17 @@ class IVON(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = sum(closure() for _ in range(self.mc_samples)) / self.mc_samples
         if all(g["samples"] == 0 for g in self.param_groups):
-            raise RuntimeError("IVON.step() needs gradients from `with opt.sampled_params(train=True):` first")
-        if self.sync and dist.is_available() and dist.is_initialized():
+            raise RuntimeError("IVON.step() needs gradients: run `with opt.sampled_params(train=True):` first")
+        if self.sync and _dist_on():
             self._all_reduce()
         for gi, group in enumerate(self.param_groups):
-            n = group["samples"]
-            for b in self._buckets(gi, group) if n else []:
-                todo = [(p, s) for p in b["params"] if (s := self._state(p, group))["has_grad"]]
-                if todo:
-                    ps, states = map(list, zip(*todo))
-                    (self._update_foreach if self.foreach else self._update_reference)(group, ps, states, n)
+            for b in self._buckets(gi, group) if group["samples"] else []:
+                states = [self._state(p, group) for p in b.params]
+                idx = [i for i, s in enumerate(states) if s["has_grad"]]  # no gradient at all: skip, like torch
+                if idx:
+                    (self._update_foreach if self.foreach else self._update_reference)(group, b, states, idx)
+                    for i in idx:
+                        states[i]["has_grad"] = False
             group["samples"] = 0
         return loss
 
@@ -279,13 +323,14 @@ class IVON(torch.optim.Optimizer):
         lr = group["lr"] * (group["hess_init"] + group["weight_decay"]) if group["rescale_lr"] else group["lr"]
         return lr, (1.0 - group["beta1"] ** step) if group["debias"] else 1.0
 
-    def _update_reference(self, group: dict, ps: list[Tensor], states: list[dict], n: int) -> None:
-        b1, b2, wd, ess, r = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius"))
-        for p, s in zip(ps, states):
-            h, mom, m = s["hess"], s["momentum"], p.data.to(s["hess"].dtype)
+    def _update_reference(self, group: dict, b: _Bucket, states: list[dict], idx: list[int]) -> None:
+        b1, b2, wd, ess, r, n = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius", "samples"))
+        for i in idx:
+            p, s = b.params[i], states[i]
+            h, mom, m = s["hess"], s["momentum"], p.to(s["hess"].dtype)
             g_hat = s["grad_sum"] / n
-            if self.hess_approx is HessApprox.PRICE:
-                h_hat = ess * (h + wd) * s["hess_sum"] / n  # mean of g * (theta - m) / sigma^2
+            if self.hess_approx is HessApprox.PRICE:  # mean of g (theta - m) / sigma^2
+                h_hat = ess * (h + wd) * s["hess_sum"] / n
             else:
                 h_hat = ess * s["hess_sum"] / n
             mom.mul_(b1).add_(g_hat, alpha=1 - b1)
@@ -293,64 +338,66 @@ class IVON(torch.optim.Optimizer):
                 h.copy_(b2 * h + (1 - b2) * h_hat + 0.5 * (1 - b2) ** 2 * (h - h_hat) ** 2 / (h + wd))
             s["step"] += 1
             lr, bias = self._coefficients(group, s["step"])
-            delta = ((mom / bias + wd * m) / (h + wd)).clamp(-r, r)
-            p.data.copy_(m - lr * delta)
-            s["grad_sum"].zero_(), s["hess_sum"].zero_()
-            s["has_grad"] = False
+            p.copy_(m - lr * ((mom / bias + wd * m) / (h + wd)).clamp(-r, r))
 
-    def _update_foreach(self, group: dict, ps: list[Tensor], states: list[dict], n: int) -> None:
-        b1, b2, wd, ess, r = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius"))
-        hs, moms, m = [s["hess"] for s in states], [s["momentum"] for s in states], [p.data for p in ps]
-        gsum, hsum = [s["grad_sum"] for s in states], [s["hess_sum"] for s in states]
-        if n != 1:
-            torch._foreach_div_(gsum, n)
-        torch._foreach_lerp_(moms, gsum, 1 - b1)
-        if b2 < 1:
-            hw = torch._foreach_add(hs, wd)
-            if self.hess_approx is HessApprox.PRICE:  # d = h - h_hat, h_hat = ess (h + wd) hess_sum / n
-                d = torch._foreach_addcmul(hs, hsum, hw, value=-ess / n)
-            else:
-                d = torch._foreach_add(hs, hsum, alpha=-ess / n)
-            torch._foreach_add_(hs, d, alpha=-(1 - b2))  # b2 h + (1 - b2) h_hat
-            torch._foreach_mul_(d, d)
-            torch._foreach_addcdiv_(hs, d, hw, value=0.5 * (1 - b2) ** 2)
+    def _update_foreach(self, group: dict, b: _Bucket, states: list[dict], idx: list[int]) -> None:
+        b1, b2, wd, ess, r, n = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius", "samples"))
+        ps, states = [b.params[i] for i in idx], [states[i] for i in idx]
+        hs, moms, gsum, hsum = ([s[k] for s in states] for k in ("hess", "momentum", "grad_sum", "hess_sum"))
+        if n == 1:
+            torch._foreach_lerp_(moms, gsum, 1 - b1)
+        else:
+            torch._foreach_mul_(moms, b1)
+            torch._foreach_add_(moms, gsum, alpha=(1 - b1) / n)
+        if b2 < 1:  # the sums are consumed; reuse them as scratch: gsum <- h + wd, hsum <- d = h - h_hat
+            torch._foreach_copy_(gsum, hs)
+            torch._foreach_add_(gsum, wd)
+            if self.hess_approx is HessApprox.PRICE:
+                torch._foreach_mul_(hsum, gsum)
+            torch._foreach_mul_(hsum, -ess / n)
+            torch._foreach_add_(hsum, hs)
+            torch._foreach_add_(hs, hsum, alpha=-(1 - b2))  # b2 h + (1 - b2) h_hat
+            torch._foreach_mul_(hsum, hsum)
+            torch._foreach_div_(hsum, gsum)
+            torch._foreach_add_(hs, hsum, alpha=0.5 * (1 - b2) ** 2)
         for s in states:
             s["step"] += 1
-            s["has_grad"] = False
         coef = [self._coefficients(group, s["step"]) for s in states]
-        lr = coef[0][0]
-        upd = torch._foreach_div(moms, [c[1] for c in coef])
+        hw, u = [b.views["scale"][i] for i in idx], gsum  # hw <- h + wd, u <- (g / bias + wd m) / hw
+        torch._foreach_copy_(hw, hs)
+        torch._foreach_add_(hw, wd)
+        torch._foreach_copy_(u, moms)
+        torch._foreach_mul_(u, [1 / c[1] for c in coef])
         if wd != 0:
-            torch._foreach_add_(upd, m, alpha=wd)
-        hw = torch._foreach_add(hs, wd)
-        if math.isinf(r):
-            torch._foreach_addcdiv_(m, upd, hw, value=-lr)
-        else:
-            torch._foreach_div_(upd, hw)
-            torch._foreach_clamp_min_(upd, -r)
-            torch._foreach_clamp_max_(upd, r)
-            torch._foreach_add_(m, upd, alpha=-lr)
-        torch._foreach_zero_(gsum)
-        torch._foreach_zero_(hsum)
+            torch._foreach_add_(u, ps, alpha=wd)
+        torch._foreach_div_(u, hw)
+        if not math.isinf(r):
+            torch._foreach_clamp_min_(u, -r)
+            torch._foreach_clamp_max_(u, r)
+        torch._foreach_add_(ps, u, alpha=-coef[0][0])
+        torch._foreach_mul_(hw, ess)  # leave 1 / sigma for the next sample
+        torch._foreach_sqrt_(hw)
+        b.scale_key = self._scale_key(group, states) if len(idx) == len(b.params) else None
 
     # ---------------------------------------------------------------- distributed
     def _all_reduce(self) -> None:
-        """Sum gradient/Hessian sums and sample counts over ranks: one flat all-reduce per (device, dtype)."""
+        """Sum the gradient/Hessian sums and sample counts over ranks: one flat all-reduce per (device, dtype)."""
         flat: dict[tuple, list[Tensor]] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
                     s = self._state(p, group)
                     flat.setdefault((p.device, s["hess"].dtype), []).extend([s["grad_sum"], s["hess_sum"]])
-        counts = torch.tensor([float(g["samples"]) for g in self.param_groups], dtype=torch.float64)
+        counts = [float(g["samples"]) for g in self.param_groups]
         for i, ((device, dtype), tensors) in enumerate(flat.items()):
-            extra = [counts.to(device=device, dtype=dtype)] if i == 0 else []
+            extra = [torch.tensor(counts, device=device, dtype=dtype)] if i == 0 else []
             buf = torch.cat([t.reshape(-1) for t in tensors + extra])
             dist.all_reduce(buf)
-            torch._foreach_copy_(tensors, [v.view_as(t) for v, t in zip(buf.split([t.numel() for t in tensors]), tensors)])
+            parts = buf.split([t.numel() for t in tensors] + [len(counts)] * (i == 0))
+            torch._foreach_copy_(tensors, [v.view_as(t) for v, t in zip(parts, tensors, strict=False)])
             if i == 0:
-                for g, c in zip(self.param_groups, buf[-len(counts) :].tolist()):
-                    g["samples"] = int(round(c))
+                for g, c in zip(self.param_groups, parts[-1].tolist(), strict=True):
+                    g["samples"] = round(c)
 
     # ---------------------------------------------------------------- posterior, state dict
     @torch.no_grad()
@@ -365,6 +412,10 @@ class IVON(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
+        scratch = ("grad_sum", "hess_sum")  # between steps the sums are scratch: leave them out
+        for i, s in sd["state"].items():
+            if not s.get("has_grad", True):
+                sd["state"][i] = {k: v for k, v in s.items() if k not in scratch}
         sd["generators"] = {str(d): g.get_state() for d, g in self._generators.items()}
         return sd
 
@@ -372,18 +423,17 @@ class IVON(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         generators = state_dict.pop("generators", {})
         super().load_state_dict(state_dict)
-        # torch casts state to the parameter dtype; keep ours at >= float32 and independent of the input dict
+        # torch casts state to the parameter dtype; keep ours at >= float32, and not shared with the input dict
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
-        for i, p in zip(ids, params):
+        for i, p in zip(ids, params, strict=True):
             for k, v in state_dict["state"].get(i, {}).items():
                 if isinstance(v, Tensor):
                     self.state[p][k] = v.to(device=p.device, dtype=_state_dtype(p), copy=True)
         for d, st in generators.items():
             dev = torch.device(d)
-            if dev not in self._generators:
-                self._generators[dev] = torch.Generator(device=dev)
-            self._generators[dev].set_state(st)
+            self._generators.setdefault(dev, torch.Generator(device=dev)).set_state(st)
+        self._scratch.clear()
 
 
 @torch.no_grad()
