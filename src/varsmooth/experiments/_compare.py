@@ -352,3 +352,94 @@ def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, set
 
 def progress_note(results: Sequence[tuple[dict, dict | None]]) -> dict[str, int]:
     return {"runs_finished": sum(m is not None for _, m in results), "runs_total": len(results)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the ERM / LS / SAM / IVON comparison shared by noisy-accuracy, class-dependent and natural-noise
+
+
+def comparison_configs(
+    cfg: dict[str, Any], settings: Sequence[tuple[Any, str, dict]]
+) -> tuple[list[dict], dict[Any, dict[str, float]]]:
+    """ERM, LS over ``alphas``, SAM over ``rhos``, IVON over ``ess_factors`` x ``hess_inits`` for every
+    ``(setting value, noise, extra tags)`` and seed; returns the configs and IVON's fixed setting per value."""
+    require_data(cfg)
+    configs, fixed = [], {}
+    for value, noise, extra in settings:
+        alphas = grid(cfg, "alphas", noise, upper=1.0)
+        rhos = grid(cfg, "rhos", noise)
+        ess_factors = grid(cfg, "ess_factors", noise, positive=True)
+        h0s = grid(cfg, "hess_inits", noise, positive=True)
+        fixed[value] = {"ess_factor": ess_factors[0], "h0": h0s[0]}
+        for seed in cfg["seeds"]:
+            kw = {"extra_tags": extra}
+            configs.append(run_config(cfg, "erm", noise, seed, **kw))
+            configs += [run_config(cfg, "ls", noise, seed, alpha=a, **kw) for a in alphas]
+            configs += [run_config(cfg, "sam", noise, seed, rho=r, **kw) for r in rhos]
+            configs += [
+                run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h, **kw) for e in ess_factors for h in h0s
+            ]
+    return configs, fixed
+
+
+def run_comparison(
+    cfg: dict[str, Any],
+    out: Path,
+    runtime,
+    settings: Sequence[tuple[Any, str, dict]],
+    *,
+    setting: str,
+    curves: bool = True,
+    relabel: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`comparison_configs` and write table.md, selection.csv, accuracy_vs_hyperparameter.png (when
+    ``curves``) and summary_<protocol>.png (bars per ``setting`` value); returns the summary. ``relabel``: tag
+    values to set on every run (e.g. the noise column of natural-noise runs, whose engine noise is "none")."""
+    from .. import plots
+
+    configs, fixed = comparison_configs(cfg, settings)
+    for c in configs:
+        c["tags"].update(relabel or {})
+    if relabel and setting in relabel:
+        fixed = {relabel[setting]: v for v in fixed.values()}
+    rows, results = run_grid(configs, out, runtime)
+    recs = records(results)
+    protocols = protocols_for(cfg)
+    table = compare_table(recs, setting=setting, ivon_fixed=fixed, protocols=protocols)
+    summary_rows = write_table(out, table, setting)
+    figures = []
+    if rows and curves:
+        figures.append(
+            plots.accuracy_vs_hyperparameter(
+                plot_rows(rows, fixed=fixed, setting=setting),
+                x={"ls": "alpha", "sam": "rho"},
+                baseline_methods=["ls", "sam"],
+                band_methods=["erm", "ivon", "ivon (pred.)"],
+                band_by=("ess_factor",),
+                panel=setting,
+                xlabels={"alpha": "LS smoothing rate alpha", "rho": "SAM neighbourhood rho"},
+                path=out / "accuracy_vs_hyperparameter.png",
+                title="test accuracy (mean ± std over seeds; bands: ERM, IVON)",
+            ).name
+        )
+    for protocol in protocols:
+        sel = [r for r in table if r["protocol"] == protocol]
+        if sel:
+            bar_rows = [
+                {setting: r[setting], "method": r["method"], "seed": s, "metric": "test_acc", "value": v}
+                for r in sel for s, v in r["values"].items()
+            ]  # fmt: skip
+            figures.append(
+                plots.bar_plot_rows(
+                    bar_rows, group=setting, path=out / f"summary_{protocol}.png",
+                    title=f"{protocol} protocol (mean ± std over seeds)",
+                ).name  # fmt: skip
+            )
+    return {
+        "protocols": protocols,
+        "ivon_fixed": {str(k): v for k, v in fixed.items()},
+        "table": summary_rows,
+        "ivon_label_noise": ivon_noise_summary(recs, keys=(setting, "ess_factor", "h0")),
+        "figures": figures,
+        **progress_note(results),
+    }
