@@ -51,3 +51,19 @@ def test_cli_run_and_bad_config(tmp_path, capsys):
     assert "points" in capsys.readouterr().err
     assert cli.main(["run", "theorems", "--preset", "smoke", "--set", "datasets=[iris]", "--out",
                      str(tmp_path / "y")]) == 2  # fmt: skip
+
+
+def test_moons_smoke(tmp_path):
+    out, summary = _run("moons", tmp_path)
+    rows = read_csv(out / "results.csv")
+    assert {r["model"] for r in rows} == {"logreg", "mlp"}
+    assert len(rows) == 2 * summary["train_examples"] == 2 * 160
+    mag = np.array([float(r["magnitude"]) for r in rows])
+    n1 = np.array([float(r["noise_class1"]) for r in rows])
+    np.testing.assert_allclose(mag, np.sqrt(2) * np.abs(n1), atol=1e-6)  # 2 classes: eps_0 = -eps_1 (float32 model)
+    assert np.all(np.array([float(r["step_rms"]) for r in rows]) > 0)
+    assert (out / "moons_noise.png").stat().st_size > 1000
+    for model in ("logreg", "mlp"):
+        assert (out / f"train-{model}" / "final.json").is_file()  # trained by the engine, not here
+        s = summary["models"][model]
+        assert 0.5 <= s["test_acc"] <= 1 and s["mean_magnitude"] > 0 and s["spearman_mc_vs_linearized_rms"] > 0.5
