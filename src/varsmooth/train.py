@@ -112,6 +112,10 @@ def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
     """A copy with every ``None`` default filled in for the method, checked; raises InputError."""
     cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else dataclasses.replace(cfg)
     method = check_method(cfg.method)
+    from .models import MODELS
+
+    if cfg.model not in MODELS:  # fail before a (possibly slow) dataset load
+        raise InputError(f"unknown model {cfg.model!r}; allowed: {', '.join(MODELS)}")
     for key, value in method_defaults(method).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)

@@ -53,7 +53,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--schedule", default=None, help="step | cosine | constant (default: step; IVON cosine)")
-    p.add_argument("--milestones", type=int, nargs="+", default=None, help="epochs of the x0.1 step decay")
+    p.add_argument("--schedule-epochs", type=int, default=None, help="schedule length (default: --epochs)")
+    p.add_argument(
+        "--milestones",
+        type=int,
+        nargs="+",
+        default=None,
+        help="epochs at which the step schedule multiplies the lr by --lr-decay (default: 50%%, 75%%)",
+    )
+    p.add_argument("--lr-decay", type=float, default=0.1)
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--alpha", type=float, default=None, help="LS smoothing / OLS hard-label weight")
     p.add_argument("--rho", type=float, default=None, help="SAM neighbourhood size")
@@ -75,43 +83,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    """The TrainConfig of parsed arguments: every option named like a TrainConfig field (``--batch-size`` ->
+    ``batch_size``) sets that field; ``--no-progress`` clears ``progress``."""
+    import dataclasses
+
     from ..train import TrainConfig
 
-    return TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        model=args.model,
-        method=args.method,
-        noise=args.noise,
-        noisy_labels=args.noisy_labels,
-        noisy_labels_key=args.noisy_labels_key,
-        seed=args.seed,
-        noise_seed=args.noise_seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        schedule=args.schedule,
-        milestones=args.milestones,
-        warmup_epochs=args.warmup_epochs,
-        alpha=args.alpha,
-        rho=args.rho,
-        adaptive=args.adaptive,
-        ess=args.ess,
-        ess_factor=args.ess_factor,
-        hess_init=args.hess_init,
-        beta2=args.beta2,
-        mc_samples=args.mc_samples,
-        test_samples=args.test_samples,
-        train_subset=args.train_subset,
-        val_fraction=args.val_fraction,
-        model_options=args.model_options,
-        data_options=args.data_options,
-        device=args.device,
-        num_workers=args.num_workers,
-        progress=not args.no_progress,
-    )
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in fields}
+    return TrainConfig(**kw, progress=not args.no_progress)
 
 
 def main(args: argparse.Namespace) -> int:
