@@ -92,7 +92,9 @@ def test_matches_ivon_opt_after_100_steps(mc, config):
 def test_clip_radius_is_active_in_the_clipped_config():
     clipped, _ = _train(IVON, 1, 20, **CONFIGS["no-rescale-no-debias-clip"])
     free, _ = _train(IVON, 1, 20, rescale_lr=False, debias=False)
-    assert max(_rel(a.detach(), b.detach()) for a, b in zip(clipped.parameters(), free.parameters())) > 1e-3
+    assert (
+        max(_rel(a.detach(), b.detach()) for a, b in zip(clipped.parameters(), free.parameters(), strict=True)) > 1e-3
+    )
 
 
 def _mixed_model() -> nn.Module:
@@ -124,9 +126,9 @@ def test_fast_path_equals_reference_path(mc, config):
             opt.step()
         runs.append((model, opt))
     (fast, fopt), (ref, ropt) = runs
-    for pf, pr in zip(fast.parameters(), ref.parameters()):
+    for pf, pr in zip(fast.parameters(), ref.parameters(), strict=True):
         assert _rel(pf.detach(), pr.detach()) < 1e-10
-    for p, q in zip(fast[0].parameters(), ref[0].parameters()):
+    for p, q in zip(fast[0].parameters(), ref[0].parameters(), strict=True):
         for key in ("momentum", "hess"):
             assert _rel(fopt.state[p][key], ropt.state[q][key]) < 1e-10
         assert fopt.state[p]["step"] == ropt.state[q]["step"] == 60

@@ -176,8 +176,8 @@ class IVON(torch.optim.Optimizer):
         buckets = []
         for (device, dtype), ps in keyed.items():
             n, sdt = sum(p.numel() for p in ps), torch.promote_types(dtype, torch.float32)
-            new = lambda dt: torch.empty(n, device=device, dtype=dt)  # noqa: E731
-            buckets.append(_Bucket(ps, noise=new(sdt), sample=new(dtype), scale=new(sdt)))
+            noise, scale, sample = (torch.empty(n, device=device, dtype=dt) for dt in (sdt, sdt, dtype))
+            buckets.append(_Bucket(ps, noise=noise, sample=sample, scale=scale))
         self._scratch[gi] = (sig, buckets)
         return buckets
 
@@ -257,15 +257,9 @@ class IVON(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _accumulate(self, plan: list) -> None:
-        zero_fill = self.sync and _dist_on()  # every rank must reduce the same tensors
         price = self.hess_approx is HessApprox.PRICE
         for ps, states, noise, group in plan:
             group["samples"] += 1
-            if zero_fill:
-                for p, s in zip(ps, states, strict=True):
-                    if p.grad is None and not s["has_grad"]:
-                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
-                        s["has_grad"] = True
             idx = [i for i, p in enumerate(ps) if p.grad is not None]
             if any(ps[i].grad.is_sparse for i in idx):
                 raise RuntimeError("IVON does not support sparse gradients")
@@ -282,7 +276,10 @@ class IVON(torch.optim.Optimizer):
             for fresh, sel in ((True, fresh_idx), (False, [i for i in idx if states[i]["has_grad"]])):
                 if not sel:  # first gradient of this step: copy into the sums, else add
                     continue
-                g, gsum, hsum = [ps[i].grad for i in sel], *([states[i][k] for i in sel] for k in ("grad_sum", "hess_sum"))
+                g, gsum, hsum = (
+                    [ps[i].grad for i in sel],
+                    *([states[i][k] for i in sel] for k in ("grad_sum", "hess_sum")),
+                )
                 if price:
                     torch._foreach_mul_(nz := [noise[i] for i in sel], g)  # the noise scratch is free now
                     (torch._foreach_copy_ if fresh else torch._foreach_add_)(hsum, nz)
@@ -381,23 +378,29 @@ class IVON(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- distributed
     def _all_reduce(self) -> None:
-        """Sum the gradient/Hessian sums and sample counts over ranks: one flat all-reduce per (device, dtype)."""
-        flat: dict[tuple, list[Tensor]] = {}
+        """Sum the gradient/Hessian sums, sample counts and has-gradient flags over ranks: one flat all-reduce
+        per (device, dtype) of the state."""
+        buckets: dict[tuple, list[dict]] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
                     s = self._state(p, group)
-                    flat.setdefault((p.device, s["hess"].dtype), []).extend([s["grad_sum"], s["hess_sum"]])
-        counts = [float(g["samples"]) for g in self.param_groups]
-        for i, ((device, dtype), tensors) in enumerate(flat.items()):
-            extra = [torch.tensor(counts, device=device, dtype=dtype)] if i == 0 else []
-            buf = torch.cat([t.reshape(-1) for t in tensors + extra])
+                    if not s["has_grad"]:  # scratch: contributes zero here, may have a gradient elsewhere
+                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
+                    buckets.setdefault((p.device, s["hess"].dtype), []).append(s)
+        for i, ((device, dtype), states) in enumerate(buckets.items()):
+            sums = [s[k] for s in states for k in ("grad_sum", "hess_sum")]
+            counts = [float(g["samples"]) for g in self.param_groups] if i == 0 else []
+            flags = torch.tensor(counts + [float(s["has_grad"]) for s in states], device=device, dtype=dtype)
+            buf = torch.cat([t.reshape(-1) for t in sums] + [flags])
             dist.all_reduce(buf)
-            parts = buf.split([t.numel() for t in tensors] + [len(counts)] * (i == 0))
-            torch._foreach_copy_(tensors, [v.view_as(t) for v, t in zip(parts, tensors, strict=False)])
-            if i == 0:
-                for g, c in zip(self.param_groups, parts[-1].tolist(), strict=True):
-                    g["samples"] = round(c)
+            *parts, flags = buf.split([t.numel() for t in sums] + [len(flags)])
+            torch._foreach_copy_(sums, [v.view_as(t) for v, t in zip(parts, sums, strict=True)])
+            flags = flags.tolist()
+            for g, c in zip(self.param_groups, flags[: len(counts)], strict=False):
+                g["samples"] = round(c)
+            for s, f in zip(states, flags[len(counts) :], strict=True):
+                s["has_grad"] = f > 0.5
 
     # ---------------------------------------------------------------- posterior, state dict
     @torch.no_grad()
@@ -436,6 +439,10 @@ class IVON(torch.optim.Optimizer):
         self._scratch.clear()
 
 
+def _softmax(logits: Tensor) -> Tensor:
+    return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
 @torch.no_grad()
 def predictive_probs(
     model: nn.Module, opt: IVON, x: Tensor, samples: int = 1, generator: torch.Generator | None = None
@@ -450,13 +457,11 @@ def predictive_probs(
     was_training = model.training
     model.eval()
     try:
-        if samples == 0:
-            return torch.softmax(model(x), dim=-1)
         total = None
         for _ in range(samples):
             with opt.sampled_params(train=False, generator=generator):
-                probs = torch.softmax(model(x).float(), dim=-1)
+                probs = _softmax(model(x))
             total = probs if total is None else total + probs
-        return total / samples
+        return _softmax(model(x)) if samples == 0 else total / samples
     finally:
         model.train(was_training)
