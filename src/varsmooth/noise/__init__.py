@@ -17,9 +17,35 @@ from .glm import (
     poisson_noise,
     softmax_noise,
 )
+from .network import (
+    NetworkNoise,
+    NoiseMethod,
+    expected_label_noise,
+    label_noise,
+    linearized_label_noise,
+    resolve_std,
+)
+from .variational import (
+    Trajectory,
+    run_noisy_gd,
+    run_noisy_newton,
+    run_variational_gd,
+    run_von,
+)
 
 __all__ = [
     "Likelihood",
+    "NetworkNoise",
+    "NoiseMethod",
+    "Trajectory",
+    "expected_label_noise",
+    "label_noise",
+    "linearized_label_noise",
+    "resolve_std",
+    "run_noisy_gd",
+    "run_noisy_newton",
+    "run_variational_gd",
+    "run_von",
     "SoftmaxQMC",
     "bernoulli_noise",
     "expected_sigmoid",

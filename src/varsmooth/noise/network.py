@@ -14,11 +14,11 @@ parameters), with ``A'`` the softmax (or sigmoid / exp):
   Jacobian is ever formed. The sign (the paper writes ``+``; ``e`` and ``-e`` have the same law) is chosen so the
   linearized draw ``s`` approximates the per-step draw ``s`` made with the same ``e_s``.
 
-Both estimators draw ``e_s`` in the same order (sample by sample, parameters in ``named_parameters()`` order) from
-one seeded generator, so with the same seed they use the same draws. The model runs in eval mode, without
-gradients; its parameters are never modified (``functional_call``), so they are exactly as before, and its
-train/eval mode is restored. Results are accumulated in float64 (a float32 model limits them to ~1e-7).
-Shapes: N examples, K outputs, S samples. Smoothed labels ``y_i + eps_i`` sum to 1 over classes (softmax).
+Both estimators draw ``e_s`` in the same order (sample by sample; parameters with sigma > 0 in
+``named_parameters()`` order) from one seeded generator, so with the same seed they use the same draws. The model
+runs in eval mode, without gradients; its parameters are never modified (``functional_call``), so they are exactly
+as before, and its train/eval mode is restored. Results are accumulated in float64 (a float32 model limits them
+to ~1e-7). Shapes: N examples, K outputs, S samples. Smoothed labels ``y_i + eps_i`` sum to 1 over classes (softmax).
 """
 
 from __future__ import annotations
