@@ -83,7 +83,8 @@ class EpochScorer:
       computes anyway (IVON: at its sampled weights, so a one-sample posterior predictive) is averaged per
       example: :meth:`step_scores` = ``1 - mean p_step[y]`` (higher = more suspect).
 
-    Its state is checkpointed with the run, so a resumed run keeps accumulating.
+    Its state is checkpointed with the run, so a resumed run keeps accumulating. Under data-parallel training
+    the engine calls it on rank 0 only, so the step scores average rank 0's share of the steps.
     """
 
     def __init__(
