@@ -120,6 +120,11 @@ def test_run_folder_contents(mnist, tmp_path):
     assert z["test_probs"].shape == (1000, 10) and z["is_val"].sum() == 60
     assert np.array_equal(z["labels"] != z["clean_labels"], z["noise_mask"])
     assert np.array_equal(z["test_probs"], res.test_probs)
+    # IVON's induced label noise eps_i = p_mean - p_pred, mean L2 size, from the saved predictions
+    eps = z["train_probs"].astype(np.float64) - z["train_probs_pred"]
+    assert final["train_noise_l2"] == pytest.approx(np.linalg.norm(eps, axis=1).mean()) and eps.any()
+    eps = z["test_probs"].astype(np.float64) - z["test_probs_pred"]
+    assert final["test_noise_l2"] == pytest.approx(np.linalg.norm(eps, axis=1).mean())
     # the recorded noisy labels are the ones trained on, drawn from the clean labels with the noise seed
     assert np.array_equal(z["labels"], res.run.labels)
 

@@ -17,11 +17,10 @@ before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,139 +31,19 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .errors import InputError
+from .evaluation import evaluate, noise_l2, predict, predict_all
 from .io import append_jsonl, atomic_open, read_json, versions, write_json
-from .methods import Method, StepOutput, build_method, check_method, method_defaults
-from .metrics import classification_metrics
+from .methods import Method, StepOutput, build_method
 from .parallel import DistContext, init_from_env
 from .rundata import RunData, fetch, prepare, seed_int
-from .schedules import ScheduleUnit, lr_factor, parse_schedule
+from .schedules import lr_factor
+from .trainconfig import RESUME_FREE, TrainConfig, resolve_config
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train", "resolve_config"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the parameters became NaN/inf; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``None`` means the method's default (see :data:`varsmooth.methods.METHOD_DEFAULTS`)."""
-
-    dataset: str = "mnist-subset"
-    data_dir: str | None = None
-    model: str = "mlp"
-    method: str = "erm"
-    noise: str = "none"  # "symmetric:0.4", "pairflip:0.2", "class-dependent:0.3[:0.05]", "none"
-    noisy_labels: str | None = None  # natural noisy label file aligned with the training split
-    noisy_labels_key: str | None = None  # entry of a CIFAR-N .pt file
-    seed: int = 0
-    noise_seed: int | None = None  # seed of the label flips; None: ``seed``
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9  # SGD momentum (erm, ls, ols, sam)
-    schedule: str | None = None  # "step" | "cosine" | "constant"; None: step for SGD methods, cosine for IVON
-    schedule_epochs: int | None = None  # length of the schedule; None: ``epochs``
-    schedule_unit: str = "step"  # cosine/warm-up updated every "step" or every "epoch"
-    milestones: list[int] | None = None  # step schedule; None: 50% and 75% of schedule_epochs (paper: 100, 150)
-    lr_decay: float = 0.1
-    warmup_epochs: float | None = None  # cosine warm-up; None: 2.5% of schedule_epochs (paper: 5 of 200)
-    alpha: float | None = None  # ls: smoothing (default 0.1); ols: weight of the hard label (default 0.5)
-    ols_init_smoothing: float = 0.1
-    rho: float | None = None  # sam neighbourhood (default 0.05)
-    adaptive: bool = False  # adaptive SAM
-    ess: float | None = None  # IVON effective sample size; None: ess_factor * number of training examples
-    ess_factor: float = 1.0
-    hess_init: float | None = None
-    beta1: float = 0.9
-    beta2: float | None = None  # ivon: 0.99999; ivon-fixed-h: 1 (fixed)
-    mc_samples: int = 1  # IVON training samples per step
-    test_samples: int = 32  # IVON posterior-predictive samples at evaluation
-    clip_radius: float | None = None  # IVON update clipping; None: no clipping
-    train_subset: int | None = None
-    val_fraction: float = 0.0
-    model_options: dict = field(default_factory=dict)
-    data_options: dict = field(default_factory=dict)
-    device: str = "auto"
-    eval_batch_size: int = 1000
-    num_workers: int = 0
-    progress: bool = True
-    save_train_predictions: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(f"unknown training option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# Options that may change when a run is resumed (they do not change what is computed in training).
-RESUME_FREE = ("epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size")
-
-
-def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
-    """A copy with every ``None`` default filled in for the method, checked; raises InputError."""
-    cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else dataclasses.replace(cfg)
-    method = check_method(cfg.method)
-    from .models import MODELS
-
-    if cfg.model not in MODELS:  # fail before a (possibly slow) dataset load
-        raise InputError(f"unknown model {cfg.model!r}; allowed: {', '.join(MODELS)}")
-    for key, value in method_defaults(method).items():
-        if getattr(cfg, key) is None:
-            setattr(cfg, key, value)
-    _positive_int(cfg, "epochs", "batch_size", "mc_samples", "test_samples", "eval_batch_size")
-    _check(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", cfg.lr, "a positive number")
-    _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
-    _check(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "in [0, 1)")
-    _check(0 <= cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "in [0, 1)")
-    _check(cfg.lr_decay >= 0, "lr_decay", cfg.lr_decay, "a number >= 0")
-    _check(cfg.num_workers >= 0, "num_workers", cfg.num_workers, "an integer >= 0")
-    parse_schedule(cfg.schedule)
-    try:
-        ScheduleUnit(cfg.schedule_unit)
-    except ValueError:
-        raise InputError(f"schedule_unit={cfg.schedule_unit!r} is not allowed; use 'step' or 'epoch'") from None
-    cfg.schedule_epochs = cfg.epochs if cfg.schedule_epochs is None else cfg.schedule_epochs
-    _positive_int(cfg, "schedule_epochs")
-    if cfg.milestones is None:
-        cfg.milestones = sorted({round(0.5 * cfg.schedule_epochs), round(0.75 * cfg.schedule_epochs)})
-    cfg.milestones = [int(m) for m in cfg.milestones]
-    if cfg.warmup_epochs is None:
-        cfg.warmup_epochs = 0.025 * cfg.schedule_epochs if cfg.schedule == "cosine" else 0.0
-    _check(0 <= cfg.warmup_epochs < cfg.schedule_epochs, "warmup_epochs", cfg.warmup_epochs, "in [0, schedule_epochs)")
-    cfg.noise_seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
-    if method in ("ls", "ols"):
-        _check(0 <= cfg.alpha <= 1, "alpha", cfg.alpha, "in [0, 1]")
-    if method == "sam":
-        _check(cfg.rho >= 0, "rho", cfg.rho, "a number >= 0")
-    if method.startswith("ivon"):
-        if method == "ivon-fixed-h" and cfg.beta2 != 1.0:
-            raise InputError(f"beta2={cfg.beta2} with method ivon-fixed-h, which fixes beta2 = 1; use method ivon")
-        _check(0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "in [0, 1)")
-        _check(0 <= cfg.beta2 <= 1, "beta2", cfg.beta2, "in [0, 1]")
-        _check(cfg.hess_init > 0, "hess_init", cfg.hess_init, "a positive number")
-        _check(cfg.ess is None or cfg.ess > 0, "ess", cfg.ess, "a positive number")
-        _check(cfg.ess_factor > 0, "ess_factor", cfg.ess_factor, "a positive number")
-        _check(cfg.clip_radius is None or cfg.clip_radius > 0, "clip_radius", cfg.clip_radius, "a positive number")
-    return cfg
-
-
-def _check(ok: bool, name: str, value, allowed: str) -> None:
-    if not ok:
-        raise InputError(f"{name}={value!r} is not allowed; it must be {allowed}")
-
-
-def _positive_int(cfg, *names: str) -> None:
-    for name in names:
-        v = getattr(cfg, name)
-        _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, v, "a positive integer")
 
 
 @dataclass
@@ -182,7 +61,7 @@ class TrainState:
 
     def predict(self, x: torch.Tensor, samples: int | None = None) -> torch.Tensor:
         """Probabilities (B, K) at the mean (``samples`` None) or the posterior predictive over ``samples``."""
-        return _predict(self.method, x, self.device, samples, seed_int(self.cfg.seed, 1000 + self.epoch))
+        return predict(self.method, x, self.device, samples, seed_int(self.cfg.seed, 1000 + self.epoch))
 
 
 @dataclass
@@ -222,46 +101,9 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-@torch.no_grad()
-def _predict(method: Method, x: torch.Tensor, device, samples: int | None, seed: int) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if samples is None or not method.variational:
-        return method.predict_proba(x)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return method.predictive_proba(x, samples, gen)
-
-
-def _predict_all(method, features, idx, device, samples, seed, batch) -> np.ndarray:
-    out = [
-        _predict(method, fetch(features, idx[i : i + batch]), device, samples, seed + i)
-        for i in range(0, len(idx), batch)
-    ]
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def _evaluate(method, cfg, run: RunData, device, epoch: int) -> tuple[dict, dict]:
-    """Metrics of the test (and validation) split; also returns the test probabilities."""
-    data, seed = run.data, seed_int(cfg.seed, 1000 + epoch)
-    test_idx = np.arange(len(data.test))
-    probs = {"mean": _predict_all(method, data.test.features, test_idx, device, None, seed, cfg.eval_batch_size)}
-    m = classification_metrics(data.test.labels.numpy(), probs["mean"], prefix="test_")
-    if method.variational:
-        probs["pred"] = _predict_all(
-            method, data.test.features, test_idx, device, cfg.test_samples, seed, cfg.eval_batch_size
-        )
-        m.update(classification_metrics(data.test.labels.numpy(), probs["pred"], prefix="test_pred_"))
-    if run.is_val.any():
-        val_idx, lab = run.pool_index[run.val_pos], run.labels[run.val_pos]
-        p = _predict_all(method, data.train.features, val_idx, device, None, seed, cfg.eval_batch_size)
-        m.update(classification_metrics(lab, p, prefix="val_"))
-        if method.variational:
-            p = _predict_all(
-                method, data.train.features, val_idx, device, cfg.test_samples, seed + 1, cfg.eval_batch_size
-            )
-            m.update(classification_metrics(lab, p, prefix="val_pred_"))
-    return m, probs
+def factor_now(method: Method) -> float:
+    """The learning-rate factor of the last step (current lr over base lr)."""
+    return method.optimizer.param_groups[0]["lr"] / method.base_lrs[0] if method.base_lrs[0] else 0.0
 
 
 def _diverged(cfg, epoch: int, step: int, what: str, out: Path | None, last_good: int) -> TrainingDiverged:
@@ -436,7 +278,7 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
         }
         epoch_probs = None
         if main:
-            metrics, epoch_probs = _evaluate(method, cfg, run, device, epoch + 1)
+            metrics, epoch_probs = evaluate(method, cfg, run, device, epoch + 1)
             record.update(metrics)
             record.update(method.stats())
             record["time_s"] = time.perf_counter() - t0
@@ -457,6 +299,7 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
                     "rng": rngs,
                     "history": history,
                     "data_order": perm,
+                    "schedule": {"epoch": epoch + 1, "steps_per_epoch": steps, "lr_factor": factor_now(method)},
                     "labels": ckpt.labels_fingerprint(run.labels, run.pool_index),
                     "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
                 },
@@ -495,17 +338,18 @@ def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs)
     metrics, train_probs, train_pred = dict(history[-1]) if history else {}, None, None
     if main:
         if probs is None:  # resumed a finished run: evaluate again (deterministic)
-            extra, probs = _evaluate(method, cfg, run, device, cfg.epochs)
+            extra, probs = evaluate(method, cfg, run, device, cfg.epochs)
             metrics.update(extra)
         if cfg.save_train_predictions:
             seed = seed_int(cfg.seed, 2000)
-            train_probs = _predict_all(
+            train_probs = predict_all(
                 method, run.data.train.features, run.pool_index, device, None, seed, cfg.eval_batch_size
             )
             if method.variational:
-                train_pred = _predict_all(
+                train_pred = predict_all(
                     method, run.data.train.features, run.pool_index, device, cfg.test_samples, seed, cfg.eval_batch_size
                 )
+                metrics["train_noise_l2"] = noise_l2(train_probs, train_pred)
     metrics.update({f"noise_{k}": v for k, v in run.noise.items() if k != "transition_matrix"})
     metrics.update(
         n_train=int((~run.is_val).sum()),
