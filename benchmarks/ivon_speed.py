@@ -26,12 +26,21 @@ try:
 except ImportError:  # pragma: no cover
     ivon_opt = None
 
-MODELS = {  # name: (build_model name, input shape, batch size)
-    "mlp": ("mlp", (784,), 128),
-    "cnn": ("cnn3", (1, 28, 28), 128),
-    "resnet18": ("resnet18", (3, 32, 32), 50),
+MODELS = {  # name: (architecture, input shape, batch size, train steps per timed block)
+    "mlp": ("mlp", (784,), 128, 5),  # varsmooth.models MLP 784-256-256-10
+    "cnn": ("small-cnn", (1, 28, 28), 128, 2),  # LeNet-style, defined below
+    "cnn3": ("cnn3", (1, 28, 28), 128, 1),  # the paper's 3-layer CNN (heavy convolutions at 28x28)
+    "resnet18": ("resnet18", (3, 32, 32), 50, 1),  # varsmooth.models CIFAR ResNet-18
 }
 IVON_KW = dict(lr=0.1, ess=60000.0, hess_init=0.5, weight_decay=1e-4)
+
+
+def small_cnn(num_classes: int = 10) -> nn.Module:
+    """conv5x5(32)-pool-conv5x5(64)-pool-fc(128)-fc: 0.2 M parameters for 28x28 inputs."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_classes),
+    )  # fmt: skip
 
 
 def make_optimizers(model: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
@@ -62,10 +71,11 @@ def train_step(model: nn.Module, opt, variational: bool, x, y) -> None:
     opt.step()
 
 
-def bench_model(name: str, repeats: int, inner: int, warmup: int) -> dict[str, float]:
-    arch, shape, batch = MODELS[name]
+def bench_model(name: str, repeats: int, inner: int | None, warmup: int) -> dict[str, float]:
+    arch, shape, batch, default_inner = MODELS[name]
+    inner = inner or default_inner
     torch.manual_seed(0)
-    model = build_model(arch, 10, shape)
+    model = small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     opts = make_optimizers(model)
     for m, opt, var in opts.values():
@@ -86,8 +96,8 @@ def bench_model(name: str, repeats: int, inner: int, warmup: int) -> dict[str, f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30, help="interleaved blocks per optimizer")
-    ap.add_argument("--inner", type=int, default=5, help="train steps per timed block")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--inner", type=int, default=None, help="train steps per timed block (default: per model)")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="mlp,cnn,resnet18", help=f"comma list of {','.join(MODELS)}")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = ap.parse_args()
@@ -96,7 +106,7 @@ def main() -> None:
     bad = [m for m in models if m not in MODELS]
     if bad:
         ap.error(f"unknown model(s) {bad}; allowed: {', '.join(MODELS)}")
-    print(f"torch {torch.__version__}, threads {args.threads}, repeats {args.repeats} x {args.inner} steps")
+    print(f"torch {torch.__version__}, threads {args.threads}, {args.repeats} interleaved repeats per model")
     print(f"{'model':<10}{'optimizer':<10}{'median ms':>11}{'/ AdamW':>9}")
     for name in models:
         res = bench_model(name, args.repeats, args.inner, args.warmup)

@@ -327,3 +327,20 @@ def test_step_with_closure_matches_the_explicit_loop():
                 _train(model, opt, 1, mc=2, x=x, y=y)
         results.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_state_follows_the_device_and_paths_agree():
+    runs = []
+    for foreach in (True, False):
+        model, (x, y) = _mlp().cuda(), (t.cuda() for t in _batch())
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        opt = IVON(model.parameters(), lr=0.1, ess=50.0, beta2=0.99, foreach=foreach, generator=gen)
+        _train(model, opt, 5, x=x, y=y)
+        runs.append((model, opt))
+    (fast, fopt), (ref, _) = runs
+    for p, q in zip(fast.parameters(), ref.parameters(), strict=True):
+        assert fopt.state[p]["hess"].device == p.device
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert "cuda" in next(iter(fopt.state_dict()["generators"]))

@@ -92,8 +92,15 @@ class _Bucket:
 class IVON(torch.optim.Optimizer):
     """Improved Variational Online Newton; see the module docstring for the update, the loop and the noise.
 
-    Extra keyword options: ``foreach`` (default True: multi-tensor path; False: per-parameter reference path) and
-    ``generator`` (a ``torch.Generator`` the optimizer draws its noise from; saved in ``state_dict``).
+    Args (as in ``ivon-opt``; all but ``mc_samples``, ``hess_approx`` and ``sync`` can be set per param group):
+        lr: learning rate alpha (>= 0). ess: effective sample size lambda (> 0), usually the training-set size.
+        hess_init: initial h0 (> 0). beta1 in [0, 1), beta2 in [0, 1] (1 = fixed h). weight_decay: delta (>= 0).
+        mc_samples: samples per step used by ``step(closure)``. hess_approx: "price" or "gradsq".
+        clip_radius: elementwise clip of the preconditioned update (> 0). sync: all-reduce statistics over ranks.
+        debias: divide g by (1 - beta1^t). rescale_lr: use alpha (h0 + delta) as the step size.
+        foreach: True/None = multi-tensor path, False = per-parameter reference path (same results).
+        generator: a ``torch.Generator`` for the noise (its state goes into ``state_dict``); default: global RNG.
+    Raises ``ValueError`` naming the first invalid hyperparameter.
     """
 
     def __init__(
