@@ -17,6 +17,7 @@ before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -119,6 +120,7 @@ def _diverged(cfg, epoch: int, step: int, what: str, out: Path | None, last_good
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
+    saved, new = (json.loads(json.dumps(d, default=str)) for d in (saved, new))  # tuples == lists, as in JSON
     keys = sorted((set(saved) | set(new)) - set(RESUME_FREE))
     return [k for k in keys if saved.get(k) != new.get(k)]
 
@@ -136,6 +138,8 @@ def train(
     and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint stays).
     """
     cfg = resolve_config(cfg)
+    if data is not None:
+        cfg.dataset = data.name  # record what was trained on
     device = _device(cfg.device)
     run = prepare(cfg, data)
     n_train = len(run.train_pos)
@@ -219,7 +223,7 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
             },
         )
         with atomic_open(out / "metrics.jsonl", "w") as f:  # the history up to the checkpoint, nothing after it
-            f.writelines(__import__("json").dumps(h) + "\n" for h in history)
+            f.writelines(json.dumps(h) + "\n" for h in history)
 
     train_pos = torch.from_numpy(run.train_pos)
     labels = torch.from_numpy(run.labels)
