@@ -177,3 +177,27 @@ def test_bad_std_inputs():
         label_noise(model, x, 0.1, method="laplace")
     with pytest.raises(InputError, match="labels"):
         expected_label_noise(model, x, 0.1, samples=1, labels=torch.full((30,), 7))
+
+
+def test_state_restored_when_the_forward_raises():
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("boom")
+            return self.lin(x)
+
+    model = Flaky().train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for fn, kw in ((expected_label_noise, {}), (linearized_label_noise, {"sample_chunk": 1})):
+        model.calls = 0
+        with pytest.raises(RuntimeError, match="boom"):
+            fn(model, torch.randn(8, 3), 0.1, samples=4, batch_size=4, **kw)
+        assert model.training and torch.is_grad_enabled()
+        for n, p in model.named_parameters():
+            assert torch.equal(p, before[n])
