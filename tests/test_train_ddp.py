@@ -1,6 +1,6 @@
 """Data-parallel training: ``torchrun --nproc_per_node 2`` (gloo, CPU) matches single-process semantics.
 
-ERM: two ranks on the shards of each global batch = one process on the whole batch (float tolerance).
+ERM, OLS: two ranks on the shards of each global batch = one process on the whole batch (float tolerance).
 IVON: each rank draws its own posterior sample (noise generator of stream ``5 + 100 * rank``) on its shard, and
 the optimizer averages gradient/Hessian statistics over ranks; so the run equals one process taking, per step,
 two MC samples where sample r uses rank r's noise generator on shard r, the loss of shard r scaled by
@@ -62,10 +62,15 @@ def _close(a: dict, b: dict, atol=1e-6):
 
 
 @pytest.mark.slow
-def test_erm_two_processes_equal_one_process(tmp_path):
-    ck = _torchrun(tmp_path / "ddp", "--method", "erm", "--noise", "symmetric:0.2")
-    single = train(TrainConfig(method="erm", noise="symmetric:0.2", **ARGS))
+@pytest.mark.parametrize("method", ["erm", "ols"])
+def test_sgd_methods_two_processes_equal_one_process(method, tmp_path):
+    """Gradients averaged over ranks; OLS gathers every rank's logits so its matrix is the one-process matrix."""
+    ck = _torchrun(tmp_path / "ddp", "--method", method, "--noise", "symmetric:0.2")
+    single = train(TrainConfig(method=method, noise="symmetric:0.2", **ARGS))
     _close(ck["model"], single.model.state_dict())
+    if method == "ols":
+        assert torch.equal(ck["method"]["ols"]["counts"], single.method.ols.state_dict()["counts"])
+        assert torch.allclose(ck["method"]["ols"]["matrix"], single.method.ols.matrix, atol=1e-6)
     for h, s in zip(ck["history"], single.history, strict=True):
         assert h["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
         assert h["test_acc"] == pytest.approx(s["test_acc"], abs=2e-3)
