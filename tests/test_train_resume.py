@@ -139,6 +139,15 @@ def test_mismatched_config_is_refused_and_nothing_changes(mnist, tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_eval_every_skips_test_evaluation_but_not_training(mnist, tmp_path):
+    every = train(_cfg("ivon", epochs=3, schedule_epochs=None), None, data=mnist)
+    sparse = train(_cfg("ivon", epochs=3, schedule_epochs=None, eval_every=2), None, data=mnist)
+    assert ["test_acc" in h for h in sparse.history] == [False, True, True]  # every 2nd epoch and the last
+    assert _strip(sparse.history)[1] == _strip(every.history)[1]  # evaluation never perturbs training
+    for a, b in zip(every.model.state_dict().values(), sparse.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_finished_run_is_not_trained_again(mnist, tmp_path):
     first = train(_cfg("erm", epochs=2, schedule_epochs=None), tmp_path, data=mnist)
     seen = Counter()

@@ -10,9 +10,10 @@ a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``.
 A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``metrics.jsonl``, ``checkpoint.pt``,
 ``final.json`` (final metrics, realised label-noise rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
 noise mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
-checkpoint resumes from it when the config matches (``epochs`` may grow; ``device``, ``progress``, ``data_dir``,
-``num_workers`` and ``eval_batch_size`` may change) and raises :class:`InputError` otherwise. Nothing is written
-before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
+checkpoint resumes from it when the config matches (``epochs`` may grow; the options in ``RESUME_FREE`` -- device,
+progress, data_dir, num_workers, eval_batch_size, eval_every -- may change) and raises :class:`InputError`
+otherwise. Nothing is written before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
+:mod:`varsmooth.parallel`.
 """
 
 from __future__ import annotations
@@ -281,9 +282,10 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
             "train_acc": float(totals[1] / totals[2]),
         }
         epoch_probs = None
-        if main:
+        if main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             metrics, epoch_probs = evaluate(method, cfg, run, device, epoch + 1)
             record.update(metrics)
+        if main:
             record.update(method.stats())
             record["time_s"] = time.perf_counter() - t0
         history.append(record)

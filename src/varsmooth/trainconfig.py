@@ -62,6 +62,7 @@ class TrainConfig:
     data_options: dict = field(default_factory=dict)
     device: str = "auto"
     eval_batch_size: int = 1000
+    eval_every: int = 1  # evaluate every k-th epoch (and always the last): IVON's predictive costs test_samples passes
     num_workers: int = 0
     progress: bool = True
     save_train_predictions: bool = True
@@ -79,7 +80,7 @@ class TrainConfig:
 
 
 # Options that may change when a run is resumed (they do not change what is computed in training).
-RESUME_FREE = ("epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size")
+RESUME_FREE = ("epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size", "eval_every")
 
 
 def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
@@ -93,7 +94,7 @@ def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
     for key, value in method_defaults(method).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
-    _positive_int(cfg, "epochs", "batch_size", "mc_samples", "test_samples", "eval_batch_size")
+    _positive_int(cfg, "epochs", "batch_size", "mc_samples", "test_samples", "eval_batch_size", "eval_every")
     _check(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", cfg.lr, "a positive number")
     _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
     _check(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "in [0, 1)")

@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-options", type=_options, default={}, metavar="JSON")
     p.add_argument("--data-options", type=_options, default={}, metavar="JSON")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0, help="processes loading batches (lazy image datasets)")
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every k epochs and at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
 
