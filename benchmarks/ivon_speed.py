@@ -4,7 +4,7 @@ All optimizers train their own copy of the same model on the same fixed batch; t
 (one block of ``--inner`` steps per optimizer per repeat, in rotating order) so that load from other processes
 hits all of them alike. Prints median milliseconds per step and the ratio of medians to AdamW (foreach).
 
-    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1
+    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--clock cpu]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def train_step(model: nn.Module, opt, variational: bool, x, y) -> None:
     opt.step()
 
 
-def bench_model(name: str, repeats: int, inner: int | None, warmup: int) -> dict[str, float]:
+def bench_model(name: str, repeats: int, inner: int | None, warmup: int, clock=time.perf_counter) -> dict[str, float]:
     arch, shape, batch, default_inner = MODELS[name]
     inner = inner or default_inner
     torch.manual_seed(0)
@@ -86,10 +86,10 @@ def bench_model(name: str, repeats: int, inner: int | None, warmup: int) -> dict
     for r in range(repeats):
         for k in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             m, opt, var = opts[k]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 train_step(m, opt, var, x, y)
-            times[k].append((time.perf_counter() - t0) / inner)
+            times[k].append((clock() - t0) / inner)
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
@@ -100,16 +100,18 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="mlp,cnn,resnet18", help=f"comma list of {','.join(MODELS)}")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or this process's CPU time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
     if bad:
         ap.error(f"unknown model(s) {bad}; allowed: {', '.join(MODELS)}")
-    print(f"torch {torch.__version__}, threads {args.threads}, {args.repeats} interleaved repeats per model")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"torch {torch.__version__}, threads {args.threads}, {args.repeats} interleaved repeats, {args.clock} clock")
     print(f"{'model':<10}{'optimizer':<10}{'median ms':>11}{'/ AdamW':>9}")
     for name in models:
-        res = bench_model(name, args.repeats, args.inner, args.warmup)
+        res = bench_model(name, args.repeats, args.inner, args.warmup, clock)
         for k, v in res.items():
             print(f"{name:<10}{k:<10}{v:>11.3f}{v / res['adamw']:>9.3f}")
 
