@@ -78,8 +78,10 @@ def _grid(cfg: dict, key: str, *, positive: bool = False, upper: float | None = 
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise InputError(f"{key}: {v!r} is not allowed; values must be numbers >= 0")
         if positive and v <= 0 or upper is not None and v > upper:
-            raise InputError(f"{key}: {v!r} is not allowed; values must be in {'(0' if positive else '[0'}, "
-                             f"{upper if upper is not None else 'inf'}]")
+            raise InputError(
+                f"{key}: {v!r} is not allowed; values must be in {'(0' if positive else '[0'}, "
+                f"{upper if upper is not None else 'inf'}]"
+            )
         out.append(float(v))
     return out
 
@@ -141,11 +143,18 @@ def run_config(
 
 
 def check_configs(configs: Sequence[dict]) -> None:
-    """Resolve every run's TrainConfig before anything runs, so a bad key fails at once with InputError."""
+    """Resolve every run's TrainConfig and build each distinct noise model for its dataset before anything runs,
+    so a bad key or an invalid noise (e.g. a class-dependent row outside [0, 1]) fails at once with InputError."""
+    from ..data.corruption import parse_noise, transition_matrix
     from ..train import resolve_config
 
+    seen = set()
     for c in configs:
-        resolve_config(c["train"])
+        t = resolve_config(c["train"])
+        key = (t.dataset, t.data_dir, repr(sorted(t.data_options.items())), t.noise)
+        if key not in seen and parse_noise(t.noise).kind.value != "none":
+            seen.add(key)
+            transition_matrix(parse_noise(t.noise), load_cached(c["train"]).num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,9 +202,7 @@ def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], l
     from ..sweep import run_sweep
 
     check_configs(configs)
-    results = run_sweep(
-        configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress
-    )
+    results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress)
     rows = tidy_rows(results, list(METRICS))
     if rows:
         write_results(out, rows)
@@ -214,7 +221,12 @@ def records(results: Iterable[tuple[dict, dict | None]]) -> list[dict[str, Any]]
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     arr = np.asarray(values, dtype=np.float64)
     std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-    return {"mean": float(arr.mean()), "std": std, "n": int(arr.size), "text": mean_std(float(arr.mean()), std, arr.size)}
+    return {
+        "mean": float(arr.mean()),
+        "std": std,
+        "n": int(arr.size),
+        "text": mean_std(float(arr.mean()), std, arr.size),
+    }
 
 
 def select(
@@ -400,8 +412,8 @@ def run_comparison(
     configs, fixed = comparison_configs(cfg, settings)
     for c in configs:
         c["tags"].update(relabel or {})
-    if relabel and setting in relabel:
-        fixed = {relabel[setting]: v for v in fixed.values()}
+    if relabel and setting in relabel:  # one setting, now named by the relabelled value
+        fixed = {relabel[setting]: next(iter(fixed.values()))}
     rows, results = run_grid(configs, out, runtime)
     recs = records(results)
     protocols = protocols_for(cfg)
@@ -431,7 +443,9 @@ def run_comparison(
             ]  # fmt: skip
             figures.append(
                 plots.bar_plot_rows(
-                    bar_rows, group=setting, path=out / f"summary_{protocol}.png",
+                    bar_rows,
+                    group=setting,
+                    path=out / f"summary_{protocol}.png",
                     title=f"{protocol} protocol (mean ± std over seeds)",
                 ).name  # fmt: skip
             )

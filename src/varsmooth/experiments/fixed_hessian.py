@@ -63,9 +63,18 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
                 learned = C.select([r for r in sub if r["method"] == "ivon"], hp=("h0",), report=report, by=by)
                 fixed = C.select([r for r in sub if r["method"] == "ivon-fixed-h"], hp=("h0",), report=report, by=by)
                 if learned and fixed:
-                    gaps.append({"noise": noise, "ess_factor": e, "metric": report, "selected_by": by,
-                                 "learned": learned["text"], "best_fixed": fixed["text"],
-                                 "best_fixed_h0": fixed["chosen"]["h0"], "gap": learned["mean"] - fixed["mean"]})  # fmt: skip
+                    gaps.append(
+                        {
+                            "noise": noise,
+                            "ess_factor": e,
+                            "metric": report,
+                            "selected_by": by,
+                            "learned": learned["text"],
+                            "best_fixed": fixed["text"],
+                            "best_fixed_h0": fixed["chosen"]["h0"],
+                            "gap": learned["mean"] - fixed["mean"],
+                        }
+                    )
     figures = []
     if table:
         md = [{k: r[k] for k in ("noise", "variant", "metric")} | {"test accuracy": r["text"], "n": r["n"]}
@@ -73,7 +82,12 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
         (out / "table.md").write_text(markdown_table(md, list(md[0])), encoding="utf-8")
         bars = [{**r, "series": _variant(r), "metric": "test_acc", "value": r["test_acc"]} for r in recs]
         figures.append(
-            plots.bar_plot_rows(bars, group="noise", series="series", path=out / "fixed_hessian.png",
-                                title="IVON: learned vs fixed h (test accuracy at the mean)").name  # fmt: skip
+            plots.bar_plot_rows(
+                bars,
+                group="noise",
+                series="series",
+                path=out / "fixed_hessian.png",
+                title="IVON: learned vs fixed h (test accuracy at the mean)",
+            ).name  # fmt: skip
         )
     return {"table": table, "learned_minus_best_fixed": gaps, "figures": figures, **C.progress_note(results)}

@@ -32,9 +32,7 @@ def build(cfg: dict[str, Any]) -> list[dict]:
         ess_factors = C.grid(cfg, "ess_factors", noise, positive=True)
         h0s = C.grid(cfg, "hess_inits", noise, positive=True)
         for seed in cfg["seeds"]:
-            configs += [
-                C.run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s
-            ]
+            configs += [C.run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s]
     return configs
 
 
@@ -72,8 +70,12 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
         ]  # fmt: skip
         figures.append(
             plots.accuracy_vs_hyperparameter(
-                curves, x="h0", baseline_methods=list(dict.fromkeys(r["method"] for r in curves)), logx=True,
-                xlabels={"h0": "Hessian initialisation h0"}, path=out / "accuracy_vs_h0.png",
+                curves,
+                x="h0",
+                baseline_methods=list(dict.fromkeys(r["method"] for r in curves)),
+                logx=True,
+                xlabels={"h0": "Hessian initialisation h0"},
+                path=out / "accuracy_vs_h0.png",
                 title="IVON test accuracy vs h0",
             ).name  # fmt: skip
         )
