@@ -21,7 +21,6 @@ own statistics (``sync=True``); DDP's wrapper is not used, so nothing syncs whil
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,9 +247,8 @@ class IVONMethod(Method):
             mc_samples=c.mc_samples,
             clip_radius=float("inf") if c.clip_radius is None else c.clip_radius,
             sync=self.dist.active,
+            generator=self.generator,
         )
-        if self.generator is not None and "generator" in inspect.signature(IVON).parameters:
-            kwargs["generator"] = self.generator
         return IVON(self.params, **kwargs)
 
     def train_step(self, x, y, *, scale=1.0, global_batch=None):
@@ -272,8 +270,7 @@ class IVONMethod(Method):
 
         was = self.model.training
         try:
-            kw = {"generator": generator} if "generator" in inspect.signature(predictive_probs).parameters else {}
-            return predictive_probs(self.model, self.optimizer, x, samples=samples, **kw).float()
+            return predictive_probs(self.model, self.optimizer, x, samples=samples, generator=generator).float()
         finally:
             self.model.train(was)
 
