@@ -113,7 +113,7 @@ def test_run_folder_contents(mnist, tmp_path):
     final = read_json(tmp_path / "final.json")
     mask = np.load(tmp_path / "arrays.npz")["noise_mask"]
     assert final["noise_realised_rate"] == pytest.approx(mask.mean()) and 0.2 < mask.mean() < 0.4
-    for key in ("test_acc", "test_nll", "test_ece", "test_pred_acc", "val_acc", "val_pred_acc", "sigma_mean"):
+    for key in ("test_acc", "test_nll", "test_ece", "test_pred_acc", "val_acc", "val_pred_acc", "val_clean_acc"):
         assert np.isfinite(final[key]), key
     z = np.load(tmp_path / "arrays.npz")
     assert z["train_probs"].shape == z["train_probs_pred"].shape == (300, 10)

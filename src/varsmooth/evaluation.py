@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .methods import Method
-from .metrics import classification_metrics
+from .metrics import accuracy, classification_metrics
 from .rundata import RunData, fetch, seed_int
 
 __all__ = ["predict", "predict_all", "evaluate", "noise_l2"]
@@ -48,15 +48,16 @@ def evaluate(method, cfg, run: RunData, device, epoch: int) -> tuple[dict, dict]
         )
         m.update(classification_metrics(data.test.labels.numpy(), probs["pred"], prefix="test_pred_"))
         m["test_noise_l2"] = noise_l2(probs["mean"], probs["pred"])
-    if run.is_val.any():
+    if run.is_val.any():  # the validation split has the (noisy) labels trained on; val_clean_acc the true ones
         val_idx, lab = run.pool_index[run.val_pos], run.labels[run.val_pos]
-        p = predict_all(method, data.train.features, val_idx, device, None, seed, cfg.eval_batch_size)
-        m.update(classification_metrics(lab, p, prefix="val_"))
-        if method.variational:
-            p = predict_all(
-                method, data.train.features, val_idx, device, cfg.test_samples, seed + 1, cfg.eval_batch_size
-            )
-            m.update(classification_metrics(lab, p, prefix="val_pred_"))
+        clean = None if run.clean_labels is None else run.clean_labels[run.val_pos]
+        for prefix, samples in (
+            (("val_", None), ("val_pred_", cfg.test_samples)) if method.variational else (("val_", None),)
+        ):
+            p = predict_all(method, data.train.features, val_idx, device, samples, seed + 1, cfg.eval_batch_size)
+            m.update(classification_metrics(lab, p, prefix=prefix))
+            if clean is not None:
+                m[f"{prefix}clean_acc"] = accuracy(clean, p)
     return m, probs
 
 
