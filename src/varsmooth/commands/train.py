@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="epochs at which the step schedule multiplies the lr by --lr-decay (default: 50%%, 75%%)",
     )
     p.add_argument("--lr-decay", type=float, default=0.1)
+    p.add_argument("--schedule-unit", default="step", help="cosine/warm-up updated every 'step' or 'epoch'")
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--alpha", type=float, default=None, help="LS smoothing / OLS hard-label weight")
     p.add_argument("--rho", type=float, default=None, help="SAM neighbourhood size")
@@ -69,7 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ess", type=float, default=None, help="IVON effective sample size (default: N * ess-factor)")
     p.add_argument("--ess-factor", type=float, default=1.0)
     p.add_argument("--hess-init", type=float, default=None)
-    p.add_argument("--beta2", type=float, default=None)
+    p.add_argument("--beta1", type=float, default=0.9, help="IVON gradient momentum")
+    p.add_argument("--beta2", type=float, default=None, help="IVON Hessian momentum (default 0.99999)")
+    p.add_argument("--clip-radius", type=float, default=None, help="IVON update clipping (default: none)")
     p.add_argument("--mc-samples", type=int, default=1, help="IVON training samples per step")
     p.add_argument("--test-samples", type=int, default=32, help="IVON posterior-predictive samples")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on N random examples")
