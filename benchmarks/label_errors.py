@@ -9,11 +9,13 @@ k = the true number of flips (sklearn.metrics), with its wall-clock and CPU time
   step computes anyway (at IVON's sampled weights), averaged over all epochs (:class:`EpochScorer`, free);
 - ``ivon-pred``: the same run; ``1 - p_pred[y]`` with the posterior predictive over ``--samples`` draws,
   averaged over the epochs ``--score-epochs`` (costs the extra forward passes, timed);
+- ``ivon-margin``: the same run and predictive; ``max_{k != y} p_pred[k] - p_pred[y]`` (normalized margin);
 - ``ivon-noise``: the same run; ``||eps||`` of the expected IVON label noise (the paper's Fig. 3 order);
-- ``cleanlab-cv``: ``cleanlab.rank.get_label_quality_scores`` (self-confidence) on K-fold cross-validated
-  probabilities from K ERM trainings of the same model through the same engine; also the precision / recall of
-  ``cleanlab.filter.find_label_issues``;
-- ``cleanlab-insample``: the same cleanlab calls on in-sample probabilities of one ERM run (all data);
+- ``cleanlab-cv``: ``cleanlab.rank.get_label_quality_scores`` (default: self-confidence) on K-fold
+  cross-validated probabilities from K ERM trainings of the same model through the same engine; also the
+  precision / recall of ``cleanlab.filter.find_label_issues``; ``cleanlab-cv-margin``: the same probabilities
+  ranked with ``method="normalized_margin"``;
+- ``cleanlab-insample`` (``-margin``): the same cleanlab calls on in-sample probabilities of one ERM run;
 - ``erm-loss``: the same ERM run; per-example training loss in the final epoch (as computed by its steps);
 - ``erm-step``: the same ERM run; ``1 - mean p_step[y]`` over all epochs (the ERM analogue of ``ivon-step``).
 
@@ -47,7 +49,8 @@ from varsmooth.io import atomic_write, write_csv, write_json
 from varsmooth.train import TrainConfig, train
 
 PIPELINES = (
-    "ivon-step", "ivon-pred", "ivon-noise", "cleanlab-cv", "cleanlab-insample", "erm-loss", "erm-step",
+    "ivon-step", "ivon-pred", "ivon-margin", "ivon-noise", "cleanlab-cv", "cleanlab-cv-margin",
+    "cleanlab-insample", "cleanlab-insample-margin", "erm-loss", "erm-step",
 )  # fmt: skip
 
 
@@ -98,14 +101,15 @@ def make_data(base: LabeledData, subset: np.ndarray, labels: np.ndarray, test: L
                        base.input_shape, base.class_names)  # fmt: skip
 
 
-def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(suspicion = 1 - cleanlab label quality (self-confidence), find_label_issues mask)."""
+def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Suspicion = 1 - cleanlab label quality (self-confidence; normalized margin), find_label_issues mask."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     probs = probs / probs.sum(axis=1, keepdims=True)
     quality = get_label_quality_scores(labels, probs)
-    return 1.0 - quality, find_label_issues(labels, probs, n_jobs=1)
+    margin = get_label_quality_scores(labels, probs, method="normalized_margin")
+    return 1.0 - quality, 1.0 - margin, find_label_issues(labels, probs, n_jobs=1)
 
 
 def run_ivon(data, args, seed: int, ess_factor: float) -> dict[str, dict]:
@@ -122,6 +126,7 @@ def run_ivon(data, args, seed: int, ess_factor: float) -> dict[str, dict]:
     return {
         "ivon-step": {"scores": scorer.step_scores(), **free},
         "ivon-pred": {"scores": label_error_scores(labels, acc.probs_mean, acc.probs_pred), **paid},
+        "ivon-margin": {"scores": label_error_scores(labels, None, acc.probs_pred, method="margin"), **paid},
         "ivon-noise": {"scores": acc.scores("noise"), **paid},
     }
 
@@ -136,10 +141,11 @@ def run_erm(data, args, seed: int) -> dict[str, dict]:
     info = {"wall_s": wall, "cpu_s": cpu, "test_acc": res.metrics.get("test_acc")}
     out = {"erm-loss": {"scores": final.loss, **info}, "erm-step": {"scores": dyn.step_scores(), **info}}
     clock = Clock()
-    scores, issues = cleanlab_scores(labels, res.train_probs.astype(np.float64))
+    scores, margin, issues = cleanlab_scores(labels, res.train_probs.astype(np.float64))
     w, c = clock.read()
     timing = {"wall_s": wall + w, "cpu_s": cpu + c}
     out["cleanlab-insample"] = {"scores": scores, "issues": issues, **info, **timing}
+    out["cleanlab-insample-margin"] = {"scores": margin, **info, **timing}
     return out
 
 
@@ -156,10 +162,13 @@ def run_cv(data, args, seed: int) -> dict[str, dict]:
         res = train(_cfg(args, "erm", seed), None, data=fold)
         probs[held] = res.test_probs
         accs.append(res.metrics.get("test_acc"))
-    scores, issues = cleanlab_scores(labels, probs)
+    scores, margin, issues = cleanlab_scores(labels, probs)
     wall, cpu = clock.read()
-    return {"cleanlab-cv": {"scores": scores, "issues": issues, "wall_s": wall, "cpu_s": cpu,
-                            "heldout_acc_noisy": float(np.mean(accs))}}  # fmt: skip
+    info = {"wall_s": wall, "cpu_s": cpu, "heldout_acc_noisy": float(np.mean(accs))}
+    return {
+        "cleanlab-cv": {"scores": scores, "issues": issues, **info},
+        "cleanlab-cv-margin": {"scores": margin, **info},
+    }
 
 
 def _cfg(args, method: str, seed: int, **kw) -> TrainConfig:
@@ -191,9 +200,9 @@ def one_setting(base, subset, clean, noise: str, seed: int, args, ess_factor: fl
     steps: list[tuple[Callable, tuple]] = []
     if any(p.startswith("ivon") for p in which):
         steps.append((run_ivon, (data, args, seed, ess_factor)))
-    if any(p in which for p in ("cleanlab-insample", "erm-loss", "erm-step")):
+    if any(p.startswith(("cleanlab-insample", "erm")) for p in which):
         steps.append((run_erm, (data, args, seed)))
-    if "cleanlab-cv" in which:
+    if any(p.startswith("cleanlab-cv") for p in which):
         steps.append((run_cv, (data, args, seed)))
     for fn, fargs in steps:
         results.update(fn(*fargs))
@@ -203,7 +212,7 @@ def one_setting(base, subset, clean, noise: str, seed: int, args, ess_factor: fl
         row["n_noisy"] = int(is_noisy.sum())
         row.update(evaluate(is_noisy, results[name]))
         rows.append(row)
-        print(f"  {noise:>14} seed {seed} {name:>17}: AUROC {row['auroc']:.4f} "
+        print(f"  {noise:>14} seed {seed} {name:>24}: AUROC {row['auroc']:.4f} "
               f"AP {row['average_precision']:.4f} P@k {row['precision_at_k']:.4f}  "
               f"wall {row['wall_s']:.1f}s cpu {row['cpu_s']:.1f}s", flush=True)  # fmt: skip
     return rows
@@ -259,7 +268,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--ess-factor", type=float, default=1.0, help="IVON ess = factor * N (no --calibrate)")
-    p.add_argument("--ess-grid", type=float, nargs="+", default=[4.0, 1.0, 0.25, 0.05])
+    p.add_argument("--ess-grid", type=float, nargs="+", default=[16.0, 4.0, 1.0, 0.25, 0.05])
     p.add_argument("--calibrate", action="store_true", help="choose the ess factor on --calibration-seed")
     p.add_argument("--calibration-seed", type=int, default=1000)
     p.add_argument("--ivon-lr", type=float, default=None, help="default: the engine's IVON default")
