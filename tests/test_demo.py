@@ -39,7 +39,7 @@ def test_demo_smoke_writes_sections_and_report(demo_dir):
     html = (demo_dir / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "demo/accuracy" in html and "demo/noise-gallery" in html
     pngs = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.glob("*/*.png"))
-    assert len(pngs) == 5 and html.count("data:image/png;base64,") == len(pngs)  # every figure embedded
+    assert len(pngs) == 6 and html.count("data:image/png;base64,") == len(pngs)  # every figure embedded
     assert all(f"<figcaption>{name}" in html for name in pngs)
     for sub, files in {
         "accuracy": ("results.csv", "summary.json", "accuracy.png"),
@@ -73,6 +73,12 @@ def test_demo_flipped_fraction_matches_saved_arrays(demo_dir):
     np.testing.assert_array_equal(flipped, d["is_noisy"])
     assert summary["flipped_rate"] == pytest.approx(flipped.mean())
     assert summary["flipped_frac_top_k"] == pytest.approx(flipped[d["order"][:k]].mean())
+    # the posterior predictive's suspicion 1 - p_pred[y], p_pred = p_mean - eps (the same draws)
+    p_pred = d["probs_mean"] - d["ivon_noise"]
+    sus = 1 - p_pred[np.arange(len(flipped)), d["labels"]]
+    np.testing.assert_allclose(d["predictive_suspicion"], sus, rtol=1e-12)
+    top = np.lexsort((np.arange(len(sus)), -sus))[:k]
+    assert summary["flipped_frac_top_k_predictive"] == pytest.approx(flipped[top].mean())
     # the realised noise rate of the symmetric 40% corruption on the training split
     assert 0.25 < flipped.mean() < 0.55
 

@@ -129,6 +129,11 @@ class Gallery:
         return self.noise[np.arange(len(self.labels)), self.labels]
 
     @property
+    def predictive_suspicion(self) -> np.ndarray:
+        """(N,) ``1 - p_pred[y_i]`` with the posterior predictive ``p_pred = p_mean - eps`` (the same MC draws)."""
+        return 1.0 - (self.probs - self.noise)[np.arange(len(self.labels)), self.labels]
+
+    @property
     def order(self) -> np.ndarray:
         """(N,) examples from highest to lowest magnitude (ties: smaller position first)."""
         from ..detect.scores import rank_suspects
@@ -228,6 +233,7 @@ def write_gallery(
     if g.clean_labels is not None:
         arrays["clean_labels"] = g.clean_labels
         arrays["is_noisy"] = g.labels != g.clean_labels
+        arrays["predictive_suspicion"] = g.predictive_suspicion
     with atomic_open(out / "noise.npz", "wb") as f:
         np.savez_compressed(f, **arrays)
 
@@ -276,6 +282,20 @@ def write_gallery(
     pair = class_pair(g, pair_class)
     if pair is not None:
         _pair_figure(out / "class_pair.png", images, g, pair, ls, names)
+    if g.clean_labels is not None:  # known flips: also show the posterior predictive's suspects
+        from ..detect.scores import rank_suspects
+
+        sus = g.predictive_suspicion
+        idx = rank_suspects(sus)[:k]
+        plots.image_grid(
+            images(idx),
+            sus[idx],
+            out / "suspects_predictive.png",
+            ncols=min(8, k),
+            labels=[label_text(g, i, names) for i in idx],
+            value_name="1-p(y)",
+            title=f"{title}most suspect by IVON's posterior predictive 1 - p_pred[y]",
+        )
 
     summary = {
         "n_examples": n,
@@ -322,12 +342,14 @@ def write_gallery(
 
 def detection(g: Gallery, k: int) -> dict[str, float]:
     """How well IVON's noise finds the flipped labels: fraction flipped among the top-k by ``||eps||``, the base
-    rate, and AUROC / average precision of ``||eps||`` and of ``-eps[y]`` (less noise mass on the label)."""
+    rate, and AUROC / average precision of ``||eps||``, of ``-eps[y]`` (less noise mass on the label) and, for
+    comparison, of the posterior predictive's ``1 - p_pred[y]``."""
     from ..detect.scores import detection_metrics
 
     flipped = g.labels != g.clean_labels
     by_mag = detection_metrics(flipped, g.magnitude, k=k)
     by_lab = detection_metrics(flipped, -g.label_noise, k=k)
+    by_pred = detection_metrics(flipped, g.predictive_suspicion, k=k)
     return {
         "flipped_rate": float(flipped.mean()),
         "flipped_frac_top_k": by_mag["precision_at_k"],
@@ -336,6 +358,9 @@ def detection(g: Gallery, k: int) -> dict[str, float]:
         "flipped_frac_top_k_label_noise": by_lab["precision_at_k"],
         "auroc_label_noise": by_lab["auroc"],
         "ap_label_noise": by_lab["average_precision"],
+        "flipped_frac_top_k_predictive": by_pred["precision_at_k"],
+        "auroc_predictive": by_pred["auroc"],
+        "ap_predictive": by_pred["average_precision"],
     }
 
 
