@@ -199,7 +199,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         saved = ckpt.load(file)
     except Exception as err:  # truncated / not a torch file / refused by weights_only
-        raise InputError(f"cannot read checkpoint {file}: {type(err).__name__}: {err}") from None
+        why = type(err).__name__  # torch's own messages are long and suggest unsafe loading
+        raise InputError(f"cannot read checkpoint {file} ({why}): a truncated or corrupt file?") from None
     if not isinstance(saved, dict) or not {"config", "model", "method"} <= set(saved):
         raise InputError(f"{file} is not a varsmooth training checkpoint (needs config, model and method)")
     return saved
