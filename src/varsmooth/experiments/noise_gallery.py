@@ -14,7 +14,9 @@ Files in ``OUT``: ``runs/ivon/`` (the engine's run folder), ``noise.npz`` (per-e
 :func:`write_gallery`), ``top_bottom.csv`` (the ``top_k`` highest- and lowest-noise examples), ``results.csv``
 (tidy summary: method, metric, value, seed), ``top_noise.png`` / ``bottom_noise.png`` (Fig. 3),
 ``class_pair.png`` (Fig. 1: a regular and an atypical example of one class, IVON vs LS noise) and
-``noise_histogram.png``. The helpers here are shared with the ``smoothed-labels`` and ``demo`` experiments.
+``noise_histogram.png``; when the true labels are known (synthetic noise), ``suspects_predictive.png`` too (the
+top-k by the posterior predictive's ``1 - p_pred[y]``, ``p_pred = p_mean - eps``).
+The helpers here are shared with the ``smoothed-labels`` and ``demo`` experiments.
 """
 
 from __future__ import annotations
