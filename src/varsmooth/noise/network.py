@@ -164,6 +164,17 @@ class _Setup:
     def batches(self):
         return _batches(self.inputs, self.batch_size, self.device)
 
+    def outputs(self, params: dict[str, Tensor] | None) -> Tensor:
+        """Model outputs (N, K) over the whole dataset, at the mean (``params`` None) or at ``params``."""
+        out, lo = None, 0
+        for x in self.batches():
+            f = self.model(x) if params is None else functional_call(self.model, params, (x,))
+            if out is None:
+                out = torch.empty((self.n, *f.shape[1:]), dtype=f.dtype, device=f.device)
+            out[lo : lo + len(f)] = f
+            lo += len(f)
+        return out
+
     def finish(self, noise, step0, sum_sq_norm, probs, stderr, draws, method) -> NetworkNoise:
         to_np = lambda t: None if t is None else t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
         noise, probs = to_np(noise), to_np(probs)
@@ -241,32 +252,26 @@ def expected_label_noise(
         likelihood=likelihood,
     )
     with _EvalMode(model):
-        probs = torch.cat([_mean_fn(model(x), st.lik).double() for x in st.batches()])
-        k = probs.shape[1]
-        total = torch.zeros_like(probs)
-        total_sq = torch.zeros_like(probs)
-        sum_sq_norm = torch.zeros(st.n, dtype=torch.float64, device=probs.device)
-        step0 = torch.empty_like(probs)
-        draws = torch.empty((samples, st.n, k), dtype=torch.float64, device="cpu") if keep_draws else None
+        probs = _mean_fn(st.outputs(None), st.lik).double()  # (N, K) at the mean
+        total, total_sq = torch.zeros_like(probs), torch.zeros_like(probs)
+        step0 = None
+        draws = torch.empty((samples, *probs.shape), dtype=torch.float64) if keep_draws else None
         for s in tqdm(range(samples), desc="noise (MC)", disable=not progress, leave=False):
             params = {n: st.mean[n] + d for n, d in st.draw().items()}
-            lo = 0
-            for x in st.batches():
-                p_s = _mean_fn(functional_call(model, params, (x,)), st.lik).double()
-                eps = probs[lo : lo + len(x)] - p_s
-                total[lo : lo + len(x)] += eps
-                total_sq[lo : lo + len(x)] += eps * eps
-                sum_sq_norm[lo : lo + len(x)] += (eps * eps).sum(1)
-                if s == 0:
-                    step0[lo : lo + len(x)] = eps
-                if keep_draws:
-                    draws[s, lo : lo + len(x)] = eps.cpu()
-                lo += len(x)
+            # whole-dataset bookkeeping once per sample: per-batch small ops would cost more than the forward
+            eps = probs - _mean_fn(st.outputs(params), st.lik).double()
+            total += eps
+            total_sq.addcmul_(eps, eps)
+            if s == 0:
+                step0 = eps
+            if keep_draws:
+                draws[s] = eps.cpu()
         noise = total / samples
         stderr = None
         if samples > 1:
             var = (total_sq - samples * noise * noise).clamp_min(0) / (samples - 1)
             stderr = (var / samples).sqrt()
+        sum_sq_norm = total_sq.sum(1)
     return st.finish(noise, step0, sum_sq_norm, probs, stderr, draws, NoiseMethod.MC.value)
 
 
