@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +104,19 @@ def run_experiment(
     module = _module(exp_id)
     runtime = runtime or Runtime()
     out = Path(out)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"experiment": exp_id, "preset": preset, "config": cfg, "versions": versions()})
     start = time.perf_counter()
-    if "runtime" in inspect.signature(module.run).parameters:
-        summary = module.run(cfg, out, runtime=runtime)
-    else:
-        summary = module.run(cfg, out)
+    try:
+        if "runtime" in inspect.signature(module.run).parameters:
+            summary = module.run(cfg, out, runtime=runtime)
+        else:
+            summary = module.run(cfg, out)
+    except InputError:
+        if fresh:  # bad input found inside the experiment: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     summary = {"experiment": exp_id, "preset": preset, **summary,
                "wall_time_s": round(time.perf_counter() - start, 3)}
     write_json(out / "summary.json", summary)
