@@ -32,6 +32,13 @@ def test_overrides_are_parsed_as_yaml():
     assert cfg["variances"] == [0.5, 2]
 
 
+def _exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        return exc.code
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
@@ -45,13 +52,6 @@ def test_overrides_are_parsed_as_yaml():
         (["run", "--bogus-flag"], "unrecognized arguments"),
     ],
 )
-def _exit_code(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse errors exit from inside parse_args
-        return exc.code
-
-
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, argv, fragment):
     out = tmp_path / "out"
     assert _exit_code([*argv, "--out", str(out)]) == 2
