@@ -201,3 +201,14 @@ def test_state_restored_when_the_forward_raises():
         assert model.training and torch.is_grad_enabled()
         for n, p in model.named_parameters():
             assert torch.equal(p, before[n])
+
+
+def test_single_output_models_and_label_length():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double()  # outputs (B,)
+    x = torch.randn(12, 3, dtype=torch.float64)
+    mc = expected_label_noise(model, x, 0.2, samples=64, likelihood="bernoulli", labels=torch.ones(12))
+    li = linearized_label_noise(model, x, 0.2, samples=4, likelihood="poisson")
+    assert mc.noise.shape == (12, 1) and mc.smoothed_labels.shape == (12, 1) and li.noise.shape == (12, 1)
+    with pytest.raises(InputError, match="labels"):
+        expected_label_noise(model, x, 0.2, samples=2, likelihood="bernoulli", labels=torch.ones(5))

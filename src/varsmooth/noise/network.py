@@ -128,7 +128,7 @@ def _jac_mean_fn(p: Tensor, df: Tensor, lik: Likelihood) -> Tensor:
 
 
 class _Setup:
-    """Shared state of one estimation: parameters, sigmas, generator, data, accumulators."""
+    """Shared state of one estimation: model, sigmas, generator, data, labels."""
 
     def __init__(self, model, inputs, std, *, labels, samples, seed, generator, batch_size, likelihood):
         if samples < 1:
@@ -140,7 +140,7 @@ class _Setup:
         first = next(model.parameters(), None)
         if first is None:
             raise InputError("the model has no parameters")
-        self.device, self.dtype = first.device, first.dtype
+        self.device = first.device
         self.sigma = {n: s for n, s in resolve_std(model, std).items() if torch.any(s > 0)}
         self.mean = {n: p.detach() for n, p in model.named_parameters()}
         if isinstance(inputs, Tensor):
@@ -149,6 +149,8 @@ class _Setup:
         self.n = len(inputs)
         if self.n == 0:
             raise InputError("inputs are empty")
+        if labels is not None and len(labels) != self.n:
+            raise InputError(f"labels has {len(labels)} entries but there are {self.n} inputs")
         self.labels = labels
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
 
@@ -169,6 +171,7 @@ class _Setup:
         out, lo = None, 0
         for x in self.batches():
             f = self.model(x) if params is None else functional_call(self.model, params, (x,))
+            f = f[:, None] if f.ndim == 1 else f  # one output per example: (B,) -> (B, 1)
             if out is None:
                 out = torch.empty((self.n, *f.shape[1:]), dtype=f.dtype, device=f.device)
             out[lo : lo + len(f)] = f
@@ -330,6 +333,8 @@ def linearized_label_noise(
                 else:  # no parameter is random: the noise is 0
                     f = fwd(primals)
                     df = torch.zeros((len(drawn), *f.shape), dtype=f.dtype, device=f.device)
+                if f.ndim == 1:  # one output per example
+                    f, df = f[:, None], df[..., None]
                 p = _mean_fn(f, st.lik)
                 eps = -_jac_mean_fn(p.double(), df.double(), st.lik)  # (chunk, B, K)
                 if probs is None:
