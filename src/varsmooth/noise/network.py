@@ -127,6 +127,18 @@ def _jac_mean_fn(p: Tensor, df: Tensor, lik: Likelihood) -> Tensor:
     return p * (1 - p) * df if lik is Likelihood.BERNOULLI else p * df
 
 
+class _Looper(nn.Module):
+    """``functional_call`` target whose forward is a whole pass over the data at the mean (see ``outputs``)."""
+
+    def __init__(self, setup: _Setup):
+        super().__init__()
+        self.model = setup.model
+        self._setup = [setup]  # a list: not registered as a submodule
+
+    def forward(self) -> Tensor:
+        return self._setup[0].outputs(None)
+
+
 class _Setup:
     """Shared state of one estimation: model, sigmas, generator, data, labels."""
 
@@ -153,6 +165,7 @@ class _Setup:
             raise InputError(f"labels has {len(labels)} entries but there are {self.n} inputs")
         self.labels = labels
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
+        self._looper = _Looper(self)
 
     def draw(self) -> dict[str, Tensor]:
         """``sigma * e`` for one sample (same order for every estimator)."""
@@ -168,9 +181,11 @@ class _Setup:
 
     def outputs(self, params: dict[str, Tensor] | None) -> Tensor:
         """Model outputs (N, K) over the whole dataset, at the mean (``params`` None) or at ``params``."""
+        if params is not None:  # swap the parameters in once for all batches, not once per batch
+            return functional_call(self._looper, {f"model.{n}": t for n, t in params.items()}, ())
         out, lo = None, 0
         for x in self.batches():
-            f = self.model(x) if params is None else functional_call(self.model, params, (x,))
+            f = self.model(x)
             f = f[:, None] if f.ndim == 1 else f  # one output per example: (B,) -> (B, 1)
             if out is None:
                 out = torch.empty((self.n, *f.shape[1:]), dtype=f.dtype, device=f.device)
