@@ -25,10 +25,36 @@ settings are chosen *before* the reported seeds are looked at: ``--calibrate`` t
 mean average precision of ``ivon-step`` and ``ivon-pred`` over the noise settings; otherwise ``--ess-factor``.
 Test labels are never used for any choice (the test accuracy printed is a diagnostic).
 
-Example (the table in the report)::
+Results (2-core shared CPU, ``--threads 1``; MNIST IDX, 10,000 random training images, MLP 784-256-256-10,
+seeds 0-2; AUROC / AP as means over seeds, time as the median ratio to cleanlab-cv's wall time)::
 
     python benchmarks/label_errors.py --data-dir /path/to/mnist --train-subset 10000 --seeds 0 1 2 \
-        --calibrate --out runs/bench-label-errors
+        --calibrate --threads 1 --out runs/bench-label-errors   # + --epochs 30, or --batch-size 512
+
+    setting                 pipeline            sym 20% AUROC / AP   pair 20% AUROC / AP   time / cv
+    10 ep, batch 128        ivon-step           0.9967 / 0.9872      0.9873 / 0.9289       0.45-0.56
+    (ess chosen: 16 N)      ivon-margin         0.9952 / 0.9841      0.9735 / 0.9508       0.48-0.59
+                            cleanlab-cv         0.9951 / 0.9766      0.9580 / 0.7289       1
+                            cleanlab-cv-margin  0.9942 / 0.9731      0.9744 / 0.8726       1
+                            cleanlab-insample   0.9953 / 0.9847      0.9776 / 0.9309       0.22-0.27
+                            erm-step            0.9969 / 0.9883      0.9878 / 0.9264       0.22-0.27
+    30 ep, batch 128        ivon-step           0.9955 / 0.9832      0.9892 / 0.9652       0.52-0.54
+    (ess chosen: N / 4)     cleanlab-cv         0.9825 / 0.9235      0.9189 / 0.6704       1
+                            cleanlab-cv-margin  0.9760 / 0.8970      0.9279 / 0.7604       1
+                            cleanlab-insample   0.8785 / 0.7570      0.8029 / 0.6392       0.25-0.27
+                            erm-step            0.9911 / 0.9684      0.9716 / 0.9253       0.25-0.27
+    10 ep, batch 512        ivon-step           0.9949 / 0.9790      0.9627 / 0.7565       0.37
+    (ess chosen: 16 N)      ivon-margin         0.9953 / 0.9807      0.9828 / 0.9159       0.41-0.42
+                            cleanlab-cv-margin  0.9931 / 0.9708      0.9755 / 0.8741       1
+
+``ivon-step`` beats both cleanlab-cv rankings on AUROC and AP in 5 of the 6 cells; in the sixth (batch 512,
+pair-flip) margins win on both sides and ``ivon-margin`` beats ``cleanlab-cv-margin``. The gap is widest for
+pair-flips and for long training, where ERM memorises the flips (in-sample scores collapse) while IVON's
+posterior, with a small ess, keeps them unfitted. It is *not* at a third of cleanlab-cv's time on this CPU: an
+IVON step of this small MLP costs ~6x an SGD step (270k Gaussian draws and the update dominate), so one IVON
+run is ~2 ERM runs versus ~4 for 5-fold CV. When the model is trained with IVON anyway, detection is free
+(``ivon-step``) or ~5% of the run (``ivon-pred``, S = 4 at the last epoch). The same free callback on a plain
+ERM run (``erm-step``, training dynamics) matches IVON at 10 epochs and trails it at 30.
 """
 
 from __future__ import annotations
