@@ -169,14 +169,29 @@ class _Setup:
         self.labels = labels
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
         self._looper = _Looper(self)
+        self._buffers: dict[str, Tensor] = {}  # reused per sample: no fresh allocation per draw
+        self._thetas: dict[str, Tensor] = {}
+
+    def _normal(self, name: str) -> Tensor:
+        """``e ~ N(0, I)`` shaped like parameter ``name``, from the generator, into a reused buffer."""
+        s, g = self.sigma[name], self.generator
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = self._buffers[name] = torch.empty(s.shape, device=g.device, dtype=s.dtype)
+        return buf.normal_(generator=g).to(s.device)
 
     def draw(self) -> dict[str, Tensor]:
         """``sigma * e`` for one sample (same order for every estimator)."""
-        g = self.generator
+        return {name: self.sigma[name] * self._normal(name) for name in self.sigma}
+
+    def sample(self) -> dict[str, Tensor]:
+        """``theta_s = m + sigma * e`` (same draws as :meth:`draw`), written into reused buffers."""
         out = {}
         for name, s in self.sigma.items():
-            e = torch.randn(s.shape, generator=g, device=g.device, dtype=s.dtype)
-            out[name] = s * e.to(s.device)
+            theta = self._thetas.get(name)
+            if theta is None:
+                theta = self._thetas[name] = torch.empty_like(self.mean[name])
+            out[name] = torch.addcmul(self.mean[name], s, self._normal(name), out=theta)
         return out
 
     def batches(self):
@@ -278,7 +293,7 @@ def expected_label_noise(
         step0 = None
         draws = torch.empty((samples, *probs.shape), dtype=torch.float64) if keep_draws else None
         for s in tqdm(range(samples), desc="noise (MC)", disable=not progress, leave=False):
-            params = {n: st.mean[n] + d for n, d in st.draw().items()}
+            params = st.sample()
             # whole-dataset bookkeeping once per sample: per-batch small ops would cost more than the forward
             eps = probs - _mean_fn(st.outputs(params), st.lik)
             total += eps
