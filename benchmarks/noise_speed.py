@@ -6,8 +6,10 @@ For each model (an MLP 784-256-256-10 and a small 3-layer CNN on MNIST-shaped in
 side: S forward passes over the N inputs (eval mode, no gradients, the same batches), the Monte-Carlo expected noise
 with S samples (:func:`varsmooth.noise.network.expected_label_noise`: S + 1 passes, so its floor is (S + 1) / S) and
 the linearized noise of Eq. 19 with S samples (:func:`~varsmooth.noise.network.linearized_label_noise`, one JVP
-per sample). It prints the medians of the ratios ``time / (S x forward pass)`` by wall clock and by this process's
-CPU time (the latter is what to read on a shared CPU, with ``--threads 1``); targets: MC <= 1.1, linearized <= 3.
+per sample). Each estimator run is framed by S forward passes right before and after it (paired, so a shared
+machine's drifting speed cancels); it prints the medians over repeats of ``time / (S x forward pass)``, by wall
+clock and by this process's CPU time (read the latter on a shared CPU, with ``--threads 1``); targets: MC <= 1.1,
+linearized <= 3.
 """
 
 from __future__ import annotations
@@ -56,22 +58,28 @@ def bench(name: str, model: torch.nn.Module, x: torch.Tensor, args, device) -> d
     forward()  # warm-up (allocator, kernels)
     expected_label_noise(model, x[:b], 1e-2, samples=1, batch_size=b)
     linearized_label_noise(model, x[:b], 1e-2, samples=2, batch_size=b, sample_chunk=args.sample_chunk)
-    times = {(k, c): [] for k in ("forward", "mc", "linearized") for c in ("wall", "cpu")}
+    # Paired design: every estimator run is framed by S forward passes just before and after it, and its ratio
+    # uses the mean of those two, so slow drifts of a shared machine's speed cancel; medians over repeats.
+    ratios = {(k, c): [] for k in ("mc", "linearized") for c in ("wall", "cpu")}
+    fwd_times = {"wall": [], "cpu": []}
+    before = _timed(lambda: forward(s), device)
     for _ in range(args.repeats):
-        for key, fn, passes in (("forward", lambda: forward(s), s), ("mc", mc, 1), ("linearized", lin, 1)):
-            wall, cpu = _timed(fn, device)
-            times[key, "wall"].append(wall / passes)
-            times[key, "cpu"].append(cpu / passes)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        for key, fn in (("mc", mc), ("linearized", lin)):
+            est = _timed(fn, device)
+            after = _timed(lambda: forward(s), device)
+            for i, c in enumerate(("wall", "cpu")):
+                ratios[key, c].append(est[i] / (0.5 * (before[i] + after[i])))
+                fwd_times[c].append(after[i] / s)
+            before = after
     row = {"model": name}
     for c in ("wall", "cpu"):
-        fwd = med["forward", c]
-        row |= {f"forward_{c}_s": fwd, f"mc_{c}_ratio": med["mc", c] / (s * fwd),
-                f"lin_{c}_ratio": med["linearized", c] / (s * fwd)}  # fmt: skip
+        row |= {f"forward_{c}_s": statistics.median(fwd_times[c]),
+                f"mc_{c}_ratio": statistics.median(ratios["mc", c]),
+                f"lin_{c}_ratio": statistics.median(ratios["linearized", c])}  # fmt: skip
         print(
-            f"{name:>5} [{c:>4} clock]  forward pass {fwd:.3f}s  MC/(S fwd) {row[f'mc_{c}_ratio']:.3f} "
-            f"(floor {(s + 1) / s:.3f}, target <= 1.1)  linearized/(S fwd) {row[f'lin_{c}_ratio']:.3f} "
-            f"(target <= 3)",
+            f"{name:>5} [{c:>4} clock]  forward pass {row[f'forward_{c}_s']:.3f}s  MC/(S fwd) "
+            f"{row[f'mc_{c}_ratio']:.3f} (floor {(s + 1) / s:.3f}, target <= 1.1)  linearized/(S fwd) "
+            f"{row[f'lin_{c}_ratio']:.3f} (target <= 3)",
             flush=True,
         )
     return row
