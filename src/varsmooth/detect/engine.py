@@ -112,11 +112,9 @@ class EpochScorer:
             self._step_sum = np.concatenate([self._step_sum, np.zeros(extra)])
             self._step_count = np.concatenate([self._step_count, np.zeros(extra, np.int64)])
 
-    def on_batch(self, epoch: int, *args) -> None:
-        """Engine hook after each step: ``on_batch(epoch, pos, out: StepOutput, labels)`` with the pool
-        positions ``pos`` (B,), the step's logits ``out.logits`` (B, K) and its labels (B,); an extra
-        ``state`` argument before ``pos`` is accepted too."""
-        pos, out, labels = args[-3:]
+    def on_batch(self, epoch: int, pos, out, labels) -> None:
+        """Engine hook after each step, with the pool positions ``pos`` (B,), the step's :class:`StepOutput`
+        (``out.logits`` (B, K)) and its labels (B,)."""
         if epoch < self.step_from_epoch or len(pos) == 0:
             return
         with torch.no_grad():
