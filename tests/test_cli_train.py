@@ -5,21 +5,12 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from varsmooth import cli
 from varsmooth.commands import train as train_cmd
 from varsmooth.errors import InputError
 from varsmooth.io import read_json
 from varsmooth.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from varsmooth.cli import main
 from varsmooth.errors import InputError
@@ -25,15 +24,6 @@ PNGS = {
     "fixed-hessian": ["fixed_hessian.png"],
     "hessian-init": ["accuracy_vs_h0.png"],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription (20x faster here)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

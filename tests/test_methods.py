@@ -10,23 +10,6 @@ from varsmooth.methods import METHODS, build_method, method_defaults
 from varsmooth.optim import IVON, SAM
 from varsmooth.train import TrainConfig, resolve_config, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    from varsmooth.data import load_dataset
-
-    return load_dataset("mnist-subset")
-
-
 FAST = dict(progress=False, device="cpu", save_train_predictions=False, test_samples=4)
 
 

@@ -27,14 +27,6 @@ from varsmooth.train import TrainConfig, resolve_config, train
 ARGS = dict(train_subset=301, batch_size=50, epochs=2, seed=4, device="cpu", progress=False, test_samples=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,21 +12,6 @@ from varsmooth.io import read_json
 from varsmooth.train import TrainConfig, TrainingDiverged, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    from varsmooth.data import load_dataset
-
-    return load_dataset("mnist-subset")
-
-
 def _cfg(method, **kw):
     # a 4-epoch schedule that changes inside the interrupted part: cosine with warm-up, or a decay at epoch 3
     sched = {"schedule": "cosine", "warmup_epochs": 0.5} if method.startswith("ivon") else {"milestones": [1, 3]}
