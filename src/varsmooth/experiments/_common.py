@@ -28,18 +28,20 @@ def load_cached(train_cfg: dict[str, Any]):
     return _load(train_cfg.get("dataset", "mnist-subset"), train_cfg.get("data_dir"), options)
 
 
-def train_run(cfg: dict[str, Any], run_dir: Path) -> dict[str, float]:
-    """Sweep run function: one engine run of ``cfg["train"]`` in ``run_dir`` (resumes from its checkpoint).
-
-    Returns the final metrics that are numbers (accuracies, NLL, ECE, realised noise rate, sigma statistics).
-    """
+def train_sweep_run(cfg: dict[str, Any], run_dir: Path, *, callbacks=()):
+    """One engine run of a sweep config's ``cfg["train"]`` in ``run_dir`` (resumes from its checkpoint);
+    returns the :class:`~varsmooth.train.TrainResult`."""
     from ..train import train
 
     train_cfg = {"progress": False, **cfg["train"]}
-    result = train(train_cfg, run_dir, data=load_cached(train_cfg))
+    return train(train_cfg, run_dir, callbacks=callbacks, data=load_cached(train_cfg))
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers among final metrics (accuracies, NLL, ECE, realised noise rate, sigma statistics)."""
     return {
         k: float(v)
-        for k, v in result.metrics.items()
+        for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
 

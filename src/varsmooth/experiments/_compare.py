@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import write_csv
 from ..report import markdown_table, mean_std
-from ._common import load_cached, tidy_rows, write_results
+from ._common import load_cached, numeric_metrics, tidy_rows, train_sweep_run, write_results
 
 RUN_FN = "varsmooth.experiments._compare:compare_run"
 # Every run has all these tag columns (empty where they do not apply), so results.csv has the same columns always.
@@ -183,15 +183,8 @@ def label_noise_stats(result) -> dict[str, float]:
 def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ()) -> dict[str, float]:
     """Sweep run function: one engine run (resumed from its checkpoint if any) -> its numeric final metrics plus
     :func:`label_noise_stats`."""
-    from ..train import train
-
-    train_cfg = {"progress": False, **cfg["train"]}
-    result = train(train_cfg, run_dir, callbacks=callbacks, data=load_cached(train_cfg))
-    metrics = {
-        k: float(v)
-        for k, v in result.metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
+    result = train_sweep_run(cfg, run_dir, callbacks=callbacks)
+    metrics = numeric_metrics(result.metrics)
     metrics.update(label_noise_stats(result))
     return metrics
 
