@@ -48,12 +48,13 @@ import enum
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from .ivon_functional import STATE_KEYS, Bucket, mark_scale_valid, refresh_scale, update_multi, update_reference
 
 __all__ = ["IVON", "HessApprox", "predictive_probs"]
 
@@ -69,24 +70,6 @@ def _state_dtype(p: Tensor) -> torch.dtype:
 
 def _dist_on() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-@dataclass(eq=False)
-class _Bucket:
-    """Scratch for the trainable params of one group sharing (device, dtype); not state, rebuilt on demand."""
-
-    params: list[Tensor]
-    noise: Tensor  # flat: e ~ N(0, 1), then sigma * e, then sigma * e * grad
-    sample: Tensor  # flat, parameter dtype: theta = m + sigma * e
-    scale: Tensor  # flat: sqrt(ess (h + wd)) = 1 / sigma, valid while `scale_key` matches
-    scale_key: tuple | None = None
-    views: dict[str, list[Tensor]] = field(default_factory=dict)
-
-    def __post_init__(self):
-        sizes = [p.numel() for p in self.params]
-        for name in ("noise", "sample", "scale"):
-            flat = getattr(self, name).split(sizes)
-            self.views[name] = [v.view_as(p) for v, p in zip(flat, self.params, strict=True)]
 
 
 class IVON(torch.optim.Optimizer):
@@ -137,7 +120,7 @@ class IVON(torch.optim.Optimizer):
         if generator is not None:
             self._generators[generator.device] = generator
         self._scratch: dict[int, tuple] = {}  # group index -> (param signature, buckets)
-        self._sampling = False
+        self._sampling = self._closure_sampling = False
         super().__init__(params, defaults)
 
     @staticmethod
@@ -157,25 +140,16 @@ class IVON(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
 
-    # ---------------------------------------------------------------- state, scratch, noise
-    def _state(self, p: Tensor, group: dict) -> dict:
-        state = self.state[p]
-        if not state:  # lazy, like torch optimizers
-            dt = _state_dtype(p)
-            state["step"] = 0
-            state["momentum"] = torch.zeros_like(p, dtype=dt, memory_format=torch.preserve_format)
-            state["hess"] = torch.full_like(p, group["hess_init"], dtype=dt, memory_format=torch.preserve_format)
-            state["has_grad"] = False  # grad_sum / hess_sum hold this step's sums only while True
-        if "grad_sum" not in state:  # sums are left out of state_dict() between steps
-            state["grad_sum"] = torch.zeros_like(state["momentum"])
-            state["hess_sum"] = torch.zeros_like(state["momentum"])
-        return state
-
-    def _buckets(self, gi: int, group: dict) -> list[_Bucket]:
+    # ---------------------------------------------------------------- state, buckets, noise
+    def _buckets(self, gi: int, group: dict) -> list[Bucket]:
+        """The buckets of group ``gi``; (re)built when its params change or their state was replaced (a loaded
+        state dict): state values are then copied into fresh flat buffers and ``self.state`` holds views."""
         params = [p for p in group["params"] if p.requires_grad]
         sig = tuple((id(p), p.dtype, p.device, p.shape) for p in params)
         cached = self._scratch.get(gi)
-        if cached is not None and cached[0] == sig:
+        if cached is not None and cached[0] == sig and all(
+            self.state[p].get("hess") is h for b in cached[1] for p, h in zip(b.params, b.views["hess"], strict=True)
+        ):
             return cached[1]
         keyed: dict[tuple, list[Tensor]] = {}
         for p in params:
@@ -183,8 +157,19 @@ class IVON(torch.optim.Optimizer):
         buckets = []
         for (device, dtype), ps in keyed.items():
             n, sdt = sum(p.numel() for p in ps), torch.promote_types(dtype, torch.float32)
-            noise, scale, sample = (torch.empty(n, device=device, dtype=dt) for dt in (sdt, sdt, dtype))
-            buckets.append(_Bucket(ps, noise=noise, sample=sample, scale=scale))
+            flat = {k: torch.empty(n, device=device, dtype=sdt) for k in (*STATE_KEYS, "noise", "scale")}
+            flat["sample"] = torch.empty(n, device=device, dtype=dtype)
+            b = Bucket(ps, flat)
+            for i, p in enumerate(ps):
+                state = self.state[p]
+                if not state:  # lazy, like torch optimizers
+                    state.update(step=0, has_grad=False)  # the sums hold this step's values only while has_grad
+                init = {"momentum": 0.0, "hess": group["hess_init"], "grad_sum": 0.0, "hess_sum": 0.0}
+                for k in STATE_KEYS:
+                    old, view = state.get(k), b.views[k][i]
+                    view.copy_(old) if isinstance(old, Tensor) else view.fill_(init[k])
+                    state[k] = view
+            buckets.append(b)
         self._scratch[gi] = (sig, buckets)
         return buckets
 
@@ -212,9 +197,15 @@ class IVON(torch.optim.Optimizer):
         With ``train=True`` the gradients in ``p.grad`` at the end of the block are accumulated for the next
         ``step()`` (a parameter whose ``grad`` is None contributes zero). The mean is restored when the block exits,
         also when it raises (the sample is then discarded). ``generator`` overrides the noise source once.
+        Inside ``step(closure)`` the closure's own block joins the one ``step`` opened for it.
         """
         if self._sampling:
-            raise RuntimeError("sampled_params() blocks cannot be nested")
+            if not self._closure_sampling:
+                raise RuntimeError("sampled_params() blocks cannot be nested")
+            if generator is not None:
+                raise ValueError("Invalid generator: inside step(closure) the sample is already drawn")
+            yield
+            return
         self._sampling, swapped = True, []
         try:
             plan = self._sample(generator, swapped)
@@ -232,169 +223,150 @@ class IVON(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             ess, wd = group["ess"], group["weight_decay"]
             for b in self._buckets(gi, group):
-                ps, states = b.params, [self._state(p, group) for p in b.params]
-                self.draw_noise(b.noise, self._generator(b.noise.device, generator))
-                if self.foreach:  # noise = e / sqrt(ess (h + wd)); theta = m + noise, written into scratch
-                    key = self._scale_key(group, states)
-                    if b.scale_key != key:
-                        scale = b.views["scale"]
-                        torch._foreach_copy_(scale, [s["hess"] for s in states])
-                        torch._foreach_add_(scale, wd)
-                        torch._foreach_mul_(scale, ess)
-                        torch._foreach_sqrt_(scale)
-                        b.scale_key = key
-                    torch._foreach_div_(b.views["noise"], b.views["scale"])
-                    b.sample.copy_(b.noise)
-                    torch._foreach_add_(b.views["sample"], ps)
+                e = self.draw_noise(b.flat["noise"], self._generator(b.flat["noise"].device, generator))
+                if self.foreach:  # theta = m + e / scale, written into the sample scratch
+                    refresh_scale(b, group)
+                    torch.div(e, b.flat["scale"], out=b.flat["sample"])
+                    torch._foreach_add_(b.views["sample"], b.params)
                     thetas = b.views["sample"]
                 else:
-                    thetas = []
-                    for e, s, p in zip(b.views["noise"], states, ps, strict=True):
-                        e.div_((ess * (s["hess"] + wd)).sqrt())
-                        thetas.append((p + e).to(p.dtype))
-                for p, theta in zip(ps, thetas, strict=True):
+                    thetas = [
+                        (p + e / (ess * (self.state[p]["hess"] + wd)).sqrt()).to(p.dtype)
+                        for p, e in zip(b.params, b.views["noise"], strict=True)
+                    ]
+                for p, theta in zip(b.params, thetas, strict=True):
                     swapped.append((p, p.data))
                     p.data = theta
-                plan.append((ps, states, b.views["noise"], group))
+                plan.append((b, group))
         return plan
-
-    @staticmethod
-    def _scale_key(group: dict, states: list[dict]) -> tuple:
-        return group["ess"], group["weight_decay"], tuple((id(s["hess"]), s["hess"]._version) for s in states)
 
     @torch.no_grad()
     def _accumulate(self, plan: list) -> None:
+        """grad_sum += g and hess_sum += g e (price) or g^2 (gradsq); the first sample of a step overwrites."""
         price = self.hess_approx is HessApprox.PRICE
-        for ps, states, noise, group in plan:
+        for b, group in plan:
             group["samples"] += 1
+            ps, states = b.params, [self.state[p] for p in b.params]
             idx = [i for i, p in enumerate(ps) if p.grad is not None]
             if any(ps[i].grad.is_sparse for i in idx):
                 raise RuntimeError("IVON does not support sparse gradients")
-            if not self.foreach:
-                for i in idx:
-                    s, g = states[i], ps[i].grad
-                    if not s["has_grad"]:
-                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
-                    s["grad_sum"].add_(g)
-                    s["hess_sum"].add_(noise[i] * g if price else g * g)
-                    s["has_grad"] = True
-                continue
-            fresh_idx = [i for i in idx if not states[i]["has_grad"]]
-            for fresh, sel in ((True, fresh_idx), (False, [i for i in idx if states[i]["has_grad"]])):
-                if not sel:  # first gradient of this step: copy into the sums, else add
+            split = {fresh: [i for i in idx if states[i]["has_grad"] != fresh] for fresh in (True, False)}
+            for fresh, sel in split.items():
+                if not sel:
                     continue
-                g, gsum, hsum = (
-                    [ps[i].grad for i in sel],
-                    *([states[i][k] for i in sel] for k in ("grad_sum", "hess_sum")),
-                )
-                if price:
-                    torch._foreach_mul_(nz := [noise[i] for i in sel], g)  # the noise scratch is free now
-                    (torch._foreach_copy_ if fresh else torch._foreach_add_)(hsum, nz)
+                g = [ps[i].grad for i in sel]
+                gsum, hsum, e = ([b.views[k][i] for i in sel] for k in ("grad_sum", "hess_sum", "noise"))
+                if not self.foreach:
+                    for gi, gs, hs, ei in zip(g, gsum, hsum, e, strict=True):
+                        (gs.copy_ if fresh else gs.add_)(gi)
+                        (hs.copy_ if fresh else hs.add_)(ei * gi if price else gi * gi)
                 elif fresh:
-                    torch._foreach_copy_(hsum, g)
+                    torch._foreach_copy_(gsum, g)
+                    torch._foreach_copy_(hsum, e if price else g)
                     torch._foreach_mul_(hsum, g)
                 else:
-                    torch._foreach_addcmul_(hsum, g, g)
-                (torch._foreach_copy_ if fresh else torch._foreach_add_)(gsum, g)
+                    torch._foreach_add_(gsum, g)
+                    torch._foreach_addcmul_(hsum, e if price else g, g)
                 for i in sel:
                     states[i]["has_grad"] = True
 
     # ---------------------------------------------------------------- update
     @torch.no_grad()
     def step(self, closure=None):
-        """Update the posterior from the samples accumulated since the last step (``closure`` as in ivon-opt:
-        called ``mc_samples`` times, it must open ``sampled_params(train=True)`` itself)."""
+        """Update the posterior from the samples accumulated since the last step.
+
+        ``closure`` (as for torch optimizers, e.g. under Lightning) computes the loss and its gradients; it is
+        called ``mc_samples`` times, each inside ``sampled_params(train=True)`` (a closure that opens that block
+        itself, as for ivon-opt, joins it), and the mean of its return values is returned. Under
+        ``torch.amp.GradScaler`` (``scaler.step(opt)``) the sums are unscaled here and a step whose sums are not
+        finite is skipped: h, momentum, the mean and the step counts stay as they were.
+        """
         loss = None
         if closure is not None:
-            with torch.enable_grad():
-                loss = sum(closure() for _ in range(self.mc_samples)) / self.mc_samples
+            loss = self._run_closure(closure)
         if all(g["samples"] == 0 for g in self.param_groups):
-            raise RuntimeError("IVON.step() needs gradients: run `with opt.sampled_params(train=True):` first")
+            raise RuntimeError(
+                "IVON.step() needs gradients: run `with opt.sampled_params(train=True):` first (or pass a closure)"
+            )
         if self.sync and _dist_on():
             self._all_reduce()
+        if not self._unscale_or_skip():
+            self._discard()
+            return loss
+        price = self.hess_approx is HessApprox.PRICE
         for gi, group in enumerate(self.param_groups):
             for b in self._buckets(gi, group) if group["samples"] else []:
-                states = [self._state(p, group) for p in b.params]
+                states = [self.state[p] for p in b.params]
                 idx = [i for i, s in enumerate(states) if s["has_grad"]]  # no gradient at all: skip, like torch
-                if idx:
-                    (self._update_foreach if self.foreach else self._update_reference)(group, b, states, idx)
-                    for i in idx:
-                        states[i]["has_grad"] = False
+                if not idx:
+                    continue
+                if self.foreach:
+                    refresh_scale(b, group)
+                    update_multi(b, states, idx, group, group["samples"], price)
+                    mark_scale_valid(b, group)
+                else:
+                    update_reference([b.params[i] for i in idx], [states[i] for i in idx], group, group["samples"],
+                                     price)  # fmt: skip
+                for i in idx:
+                    states[i]["has_grad"] = False
             group["samples"] = 0
         return loss
 
-    def _coefficients(self, group: dict, step: int) -> tuple[float, float]:
-        lr = group["lr"] * (group["hess_init"] + group["weight_decay"]) if group["rescale_lr"] else group["lr"]
-        return lr, (1.0 - group["beta1"] ** step) if group["debias"] else 1.0
+    def _run_closure(self, closure):
+        losses = []
+        for _ in range(self.mc_samples):
+            with torch.enable_grad(), self.sampled_params(train=True):
+                self._closure_sampling = True
+                try:
+                    losses.append(closure())
+                finally:
+                    self._closure_sampling = False
+        losses = [v for v in losses if v is not None]
+        return sum(losses) / len(losses) if losses else None
 
-    def _update_reference(self, group: dict, b: _Bucket, states: list[dict], idx: list[int]) -> None:
-        b1, b2, wd, ess, r, n = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius", "samples"))
-        for i in idx:
-            p, s = b.params[i], states[i]
-            h, mom, m = s["hess"], s["momentum"], p.to(s["hess"].dtype)
-            g_hat = s["grad_sum"] / n
-            if self.hess_approx is HessApprox.PRICE:  # mean of g (theta - m) / sigma^2
-                h_hat = ess * (h + wd) * s["hess_sum"] / n
-            else:
-                h_hat = ess * s["hess_sum"] / n
-            mom.mul_(b1).add_(g_hat, alpha=1 - b1)
-            if b2 < 1:  # beta2 = 1: fixed covariance, h stays at hess_init
-                h.copy_(b2 * h + (1 - b2) * h_hat + 0.5 * (1 - b2) ** 2 * (h - h_hat) ** 2 / (h + wd))
-            s["step"] += 1
-            lr, bias = self._coefficients(group, s["step"])
-            p.copy_(m - lr * ((mom / bias + wd * m) / (h + wd)).clamp(-r, r))
+    def _summed_states(self) -> list[dict]:
+        """The states whose sums hold gradients of this step."""
+        return [self.state[p] for g in self.param_groups for p in g["params"]
+                if p.requires_grad and self.state[p].get("has_grad")]  # fmt: skip
 
-    def _update_foreach(self, group: dict, b: _Bucket, states: list[dict], idx: list[int]) -> None:
-        b1, b2, wd, ess, r, n = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius", "samples"))
-        ps, states = [b.params[i] for i in idx], [states[i] for i in idx]
-        hs, moms, gsum, hsum = ([s[k] for s in states] for k in ("hess", "momentum", "grad_sum", "hess_sum"))
-        if n == 1:
-            torch._foreach_lerp_(moms, gsum, 1 - b1)
-        else:
-            torch._foreach_mul_(moms, b1)
-            torch._foreach_add_(moms, gsum, alpha=(1 - b1) / n)
-        if b2 < 1:  # the sums are consumed; reuse them as scratch: gsum <- h + wd, hsum <- d = h - h_hat
-            torch._foreach_copy_(gsum, hs)
-            torch._foreach_add_(gsum, wd)
-            if self.hess_approx is HessApprox.PRICE:
-                torch._foreach_mul_(hsum, gsum)
-            torch._foreach_mul_(hsum, -ess / n)
-            torch._foreach_add_(hsum, hs)
-            torch._foreach_add_(hs, hsum, alpha=-(1 - b2))  # b2 h + (1 - b2) h_hat
-            torch._foreach_mul_(hsum, hsum)
-            torch._foreach_div_(hsum, gsum)
-            torch._foreach_add_(hs, hsum, alpha=0.5 * (1 - b2) ** 2)
-        for s in states:
-            s["step"] += 1
-        coef = [self._coefficients(group, s["step"]) for s in states]
-        hw, u = [b.views["scale"][i] for i in idx], gsum  # hw <- h + wd, u <- (g / bias + wd m) / hw
-        torch._foreach_copy_(hw, hs)
-        torch._foreach_add_(hw, wd)
-        torch._foreach_copy_(u, moms)
-        torch._foreach_mul_(u, [1 / c[1] for c in coef])
-        if wd != 0:
-            torch._foreach_add_(u, ps, alpha=wd)
-        torch._foreach_div_(u, hw)
-        if not math.isinf(r):
-            torch._foreach_clamp_min_(u, -r)
-            torch._foreach_clamp_max_(u, r)
-        torch._foreach_add_(ps, u, alpha=-coef[0][0])
-        torch._foreach_mul_(hw, ess)  # leave 1 / sigma for the next sample
-        torch._foreach_sqrt_(hw)
-        b.scale_key = self._scale_key(group, states) if len(idx) == len(b.params) else None
+    def _unscale_or_skip(self) -> bool:
+        """GradScaler support: divide the sums by ``grad_scale`` (set by ``scaler.step``; squared for gradsq)
+        and return False when they or the scaler's ``found_inf`` are not finite."""
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        if grad_scale is None and found_inf is None:
+            return True
+        inv = 1.0 / float(grad_scale) if grad_scale is not None else 1.0
+        by_device: dict[torch.device, list[list[Tensor]]] = {}
+        for s in self._summed_states():
+            lists = by_device.setdefault(s["grad_sum"].device, [[], []])
+            lists[0].append(s["grad_sum"])
+            lists[1].append(s["hess_sum"])
+        bad = float(found_inf) > 0 if found_inf is not None else False
+        h_inv = inv if self.hess_approx is HessApprox.PRICE else inv * inv
+        for device, (gsums, hsums) in by_device.items():
+            flag = torch.zeros((), device=device)
+            for ts, c in ((gsums, inv), (hsums, h_inv)):
+                torch._amp_foreach_non_finite_check_and_unscale_(ts, flag, torch.full((), c, device=device))
+            bad = bad or flag.item() > 0
+        return not bad
+
+    def _discard(self) -> None:
+        for s in self._summed_states():
+            s["has_grad"] = False
+        for group in self.param_groups:
+            group["samples"] = 0
 
     # ---------------------------------------------------------------- distributed
     def _all_reduce(self) -> None:
         """Sum the gradient/Hessian sums, sample counts and has-gradient flags over ranks: one flat all-reduce
         per (device, dtype) of the state."""
         buckets: dict[tuple, list[dict]] = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.requires_grad:
-                    s = self._state(p, group)
-                    if not s["has_grad"]:  # scratch: contributes zero here, may have a gradient elsewhere
-                        s["grad_sum"].zero_(), s["hess_sum"].zero_()
-                    buckets.setdefault((p.device, s["hess"].dtype), []).append(s)
+        for gi, group in enumerate(self.param_groups):
+            for p in (p for b in self._buckets(gi, group) for p in b.params):
+                s = self.state[p]
+                if not s["has_grad"]:  # scratch: contributes zero here, may have a gradient elsewhere
+                    s["grad_sum"].zero_(), s["hess_sum"].zero_()
+                buckets.setdefault((p.device, s["hess"].dtype), []).append(s)
         for i, ((device, dtype), states) in enumerate(buckets.items()):
             sums = [s[k] for s in states for k in ("grad_sum", "hess_sum")]
             counts = [float(g["samples"]) for g in self.param_groups] if i == 0 else []
@@ -414,10 +386,9 @@ class IVON(torch.optim.Optimizer):
     def posterior_std(self) -> dict[nn.Parameter, Tensor]:
         """sigma = 1 / sqrt(ess (h + weight_decay)) of every trainable parameter (the mean is the parameter)."""
         out = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.requires_grad:
-                    out[p] = (group["ess"] * (self._state(p, group)["hess"] + group["weight_decay"])).rsqrt()
+        for gi, group in enumerate(self.param_groups):
+            for p in (p for b in self._buckets(gi, group) for p in b.params):
+                out[p] = (group["ess"] * (self.state[p]["hess"] + group["weight_decay"])).rsqrt()
         return out
 
     def state_dict(self) -> dict:
