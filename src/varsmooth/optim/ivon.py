@@ -47,7 +47,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -85,6 +85,8 @@ class IVON(torch.optim.Optimizer):
         generator: a ``torch.Generator`` for the noise (its state goes into ``state_dict``); default: global RNG.
     Raises ``ValueError`` naming the first invalid hyperparameter.
     """
+
+    _step_supports_amp_scaling = True  # GradScaler.step sets grad_scale / found_inf and calls step()
 
     def __init__(
         self,
@@ -277,7 +279,8 @@ class IVON(torch.optim.Optimizer):
 
         ``closure`` (as for torch optimizers, e.g. under Lightning) computes the loss and its gradients; it is
         called ``mc_samples`` times, each inside ``sampled_params(train=True)`` (a closure that opens that block
-        itself, as for ivon-opt, joins it), and the mean of its return values is returned. Under
+        itself, as for ivon-opt, joins it; with samples already accumulated it is called as is), and the mean of
+        its return values is returned. Under
         ``torch.amp.GradScaler`` (``scaler.step(opt)``) the sums are unscaled here and a step whose sums are not
         finite is skipped: h, momentum, the mean and the step counts stay as they were.
         """
@@ -313,10 +316,12 @@ class IVON(torch.optim.Optimizer):
         return loss
 
     def _run_closure(self, closure):
-        losses = []
+        """Call ``closure`` ``mc_samples`` times, each inside a sample unless samples are already pending (the
+        caller sampled itself, e.g. Lightning's manual optimization, which passes a do-nothing closure)."""
+        losses, sample = [], all(g["samples"] == 0 for g in self.param_groups)
         for _ in range(self.mc_samples):
-            with torch.enable_grad(), self.sampled_params(train=True):
-                self._closure_sampling = True
+            with torch.enable_grad(), (self.sampled_params(train=True) if sample else nullcontext()):
+                self._closure_sampling = sample
                 try:
                     losses.append(closure())
                 finally:
