@@ -9,6 +9,7 @@ from varsmooth.errors import InputError
 from varsmooth.methods import METHODS, build_method, method_defaults
 from varsmooth.optim import IVON, SAM
 from varsmooth.train import TrainConfig, resolve_config, train
+from varsmooth.trainconfig import finalize_config
 
 FAST = dict(progress=False, device="cpu", save_train_predictions=False, test_samples=4)
 
@@ -21,10 +22,10 @@ def test_registry():
     kinds = {"erm": torch.optim.SGD, "ls": torch.optim.SGD, "ols": torch.optim.SGD, "sam": SAM, "ivon": IVON,
              "ivon-fixed-h": IVON}  # fmt: skip
     for name, cls in kinds.items():
-        cfg = resolve_config(TrainConfig(method=name, ess=100.0))
+        cfg = finalize_config(resolve_config(TrainConfig(method=name, ess=100.0)), n_train=100)
         method = build_method(name, model, cfg, num_train=100, num_classes=3)
         assert isinstance(method.optimizer, cls) and method.name == name
-    cfg = resolve_config(TrainConfig(method="ivon-fixed-h", ess=100.0))
+    cfg = finalize_config(resolve_config(TrainConfig(method="ivon-fixed-h", ess=100.0)), n_train=100)
     assert build_method("ivon-fixed-h", model, cfg, num_train=100, num_classes=3).optimizer.param_groups[0][
         "beta2"] == 1.0  # fmt: skip
 
@@ -124,7 +125,7 @@ def test_ivon_fixed_h_sigma_and_ess_factor(mnist):
 def test_ivon_predictions_at_mean_and_predictive():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
-    cfg = resolve_config(TrainConfig(method="ivon", ess=5.0))
+    cfg = finalize_config(resolve_config(TrainConfig(method="ivon", ess=5.0)), n_train=5)
     m = build_method("ivon", model, cfg, num_train=5, num_classes=3)
     x = torch.randn(10, 4)
     mean = m.predict_proba(x)

@@ -88,7 +88,7 @@ def test_resolve_config_fills_method_defaults_and_checks():
     c = resolve_config(TrainConfig(method="sam", epochs=200))
     assert c.lr == 0.05 and c.rho == 0.05 and c.schedule == "step" and c.milestones == [100, 150]
     c = resolve_config({"method": "ivon", "epochs": 200})
-    assert c.schedule == "cosine" and c.warmup_epochs == 5.0 and c.beta2 == 0.99999
+    assert c.schedule == "cosine" and c.warmup_epochs == 5.0 and c.beta2 is None  # set once N is known
     assert resolve_config(TrainConfig(method="ivon-fixed-h")).beta2 == 1.0
     assert resolve_config(TrainConfig(method="ls")).alpha == 0.1
     assert resolve_config(TrainConfig(method="ols")).alpha == 0.5
@@ -96,7 +96,13 @@ def test_resolve_config_fills_method_defaults_and_checks():
                        ({"lr": -1.0}, "lr=-1.0"), ({"val_fraction": 1.0}, "val_fraction"),
                        ({"method": "ls", "alpha": 1.5}, "alpha=1.5"), ({"method": "sam", "rho": -0.1}, "rho"),
                        ({"method": "ivon-fixed-h", "beta2": 0.9}, "ivon-fixed-h"), ({"bogus": 1}, "bogus"),
-                       ({"method": "ivon", "ess": -5.0}, "ess"), ({"schedule": "linear"}, "linear")]:  # fmt: skip
+                       ({"method": "ivon", "ess": -5.0}, "ess"), ({"schedule": "linear"}, "linear"),
+                       ({"method": "ivon", "ess": "big"}, "ess='big'"), ({"method": "ivon", "ess": "auto"}, "val"),
+                       ({"method": "ivon", "ess": float("inf")}, "ess=inf"),
+                       ({"method": "ivon", "ess_factor": float("inf")}, "ess_factor"),
+                       ({"method": "ivon", "hess_init": float("inf")}, "hess_init"),
+                       ({"weight_decay": float("inf")}, "weight_decay"), ({"method": "ivon", "ess_grid": []}, "grid"),
+                       ({"method": "ivon", "ess_grid": [1.0, -2.0]}, "ess_grid")]:  # fmt: skip
         with pytest.raises(InputError, match=match):
             resolve_config(bad)
 

@@ -15,6 +15,8 @@ from varsmooth.train import TrainConfig, TrainingDiverged, train
 def _cfg(method, **kw):
     # a 4-epoch schedule that changes inside the interrupted part: cosine with warm-up, or a decay at epoch 3
     sched = {"schedule": "cosine", "warmup_epochs": 0.5} if method.startswith("ivon") else {"milestones": [1, 3]}
+    if method.startswith("ivon"):
+        sched["ess_factor"] = 1.0  # a fixed ess (ess="auto" is tested in test_ess_search.py)
     base = dict(method=method, train_subset=300, val_fraction=0.2, noise="symmetric:0.3", batch_size=64, epochs=4,
                 schedule_epochs=4, test_samples=3, progress=False, device="cpu", seed=3, **sched)  # fmt: skip
     return TrainConfig(**{**base, **kw})

@@ -18,8 +18,10 @@ otherwise. Nothing is written before every input has been checked. Under ``torch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +35,14 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .errors import InputError
+from .ess_search import search_ess
 from .evaluation import evaluate, noise_l2, predict, predict_all
 from .io import append_jsonl, atomic_open, read_json, versions, write_json
-from .methods import Method, StepOutput, build_method
+from .methods import Method, StepOutput, build_method, hessian_warning
 from .parallel import DistContext, init_from_env
 from .rundata import RunData, fetch, prepare, seed_int
 from .schedules import lr_factor
-from .trainconfig import RESUME_FREE, TrainConfig, resolve_config
+from .trainconfig import RESUME_FREE, TrainConfig, finalize_config, resolve_config
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train", "resolve_config"]
 
@@ -135,18 +138,29 @@ def train(
     ``callbacks``: callables ``cb(epoch, state: TrainState)`` run after each epoch's evaluation on rank 0 (before
     its checkpoint); a callback with ``on_batch(epoch, pos, out: StepOutput, labels)`` is also called after
     every step with the pool positions ``pos`` (B,) of the step's (local) batch. A callback with ``state_dict()`` /
-    ``load_state_dict()`` is checkpointed and restored on resume. Raises InputError (bad input, nothing written)
-    and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint stays).
+    ``load_state_dict()`` is checkpointed and restored on resume. IVON with ``ess="auto"`` (the default when a
+    validation split exists) first chooses ess by successive halving (:mod:`varsmooth.ess_search`). Raises
+    InputError (bad input, nothing written) and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint
+    stays).
     """
     cfg = resolve_config(cfg)
     if data is not None:
-        cfg.dataset = data.name  # record what was trained on
-    device = _device(cfg.device)
+        cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
     run = prepare(cfg, data)
-    n_train = len(run.train_pos)
-    if cfg.method.startswith("ivon") and cfg.ess is None:
-        cfg.ess = float(cfg.ess_factor * n_train)
+    cfg = finalize_config(cfg, len(run.train_pos))
     out = None if out is None else Path(out)
+
+    def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
+        return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn)
+
+    if cfg.method.startswith("ivon") and cfg.ess == "auto":
+        return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
+    return run_fixed(cfg, out)
+
+
+def _train_run(cfg: TrainConfig, out: Path | None, run: RunData, callbacks, record: dict, warn: bool) -> TrainResult:
+    """One run of the finalized ``cfg`` (numeric ess and beta2) on the prepared ``run``; resumes from ``out``."""
+    device = _device(cfg.device)
     resolved = cfg.to_dict()
     saved = None
     if out is not None and (out / "checkpoint.pt").exists():
@@ -167,12 +181,14 @@ def train(
 
     dist = init_from_env(device)
     try:
-        return _train(cfg, out, run, device, dist, saved, callbacks)
+        return _train(cfg, out, run, device, dist, saved, callbacks, record, warn)
     finally:
         dist.close()
 
 
-def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved, callbacks) -> TrainResult:
+def _train(
+    cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved, callbacks, record: dict, warn: bool
+) -> TrainResult:
     data = run.data
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     from .models import build_model
@@ -221,6 +237,7 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
                 "versions": versions(),
                 "world_size": dist.world_size,
                 "noise": run.noise,
+                **record,
             },
         )
         with atomic_open(out / "metrics.jsonl", "w") as f:  # the history up to the checkpoint, nothing after it
@@ -312,7 +329,7 @@ def _train(cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved
             )
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
-    return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs)
+    return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs, warn)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -335,11 +352,23 @@ def _loader(features, index_batches, num_workers: int):
     return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
 
 
+def best_epoch_metrics(history: list[dict]) -> dict[str, float]:
+    """The best evaluated epoch's test accuracy (``test_acc_best``, at the mean; ``test_pred_acc_best``, predictive)
+    and its epoch: with label noise, the last epoch can fall well below it once the network fits the flips."""
+    out = {}
+    for key in ("test_acc", "test_pred_acc"):
+        evaluated = [h for h in history if key in h]
+        if evaluated:
+            best = max(evaluated, key=lambda h: h[key])
+            out[f"{key}_best"], out[f"{key}_best_epoch"] = float(best[key]), int(best["epoch"])
+    return out
+
+
 def start_or(history: list[dict]) -> int:
     return history[-1]["epoch"] if history else 0
 
 
-def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs) -> TrainResult:
+def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs, warn: bool) -> TrainResult:
     main = dist.is_main
     metrics, train_probs, train_pred = dict(history[-1]) if history else {}, None, None
     if main:
@@ -356,6 +385,12 @@ def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs)
                     method, run.data.train.features, run.pool_index, device, cfg.test_samples, seed, cfg.eval_batch_size
                 )
                 metrics["train_noise_l2"] = noise_l2(train_probs, train_pred)
+    metrics.update(best_epoch_metrics(history))
+    warning = hessian_warning(metrics) if method.variational else None
+    if warning is not None:
+        metrics["warnings"] = [warning]
+        if warn and main:
+            sys.stderr.write(f"varsmooth: warning: {warning}\n")
     metrics.update({f"noise_{k}": v for k, v in run.noise.items() if k != "transition_matrix"})
     metrics.update(
         n_train=int((~run.is_val).sum()),

@@ -17,7 +17,20 @@ from .errors import InputError
 from .methods import check_method, method_defaults
 from .schedules import ScheduleUnit, parse_schedule
 
-__all__ = ["TrainConfig", "resolve_config", "RESUME_FREE"]
+__all__ = [
+    "TrainConfig", "resolve_config", "finalize_config", "hessian_horizon_beta2", "RESUME_FREE", "HESSIAN_HORIZON",
+    "DEFAULT_ESS_FACTOR", "ESS_GRID",
+]  # fmt: skip
+
+# beta2 = 1 - HESSIAN_HORIZON / T for a run of T optimizer steps: the Hessian average then spans HESSIAN_HORIZON time
+# constants, as in the paper's runs (200 epochs x 1,000 steps with beta2 = 1 - 1e-5: 2 time constants, h0's weight
+# left at the end e^-2). The constant was chosen by measurement (README, "Hessian horizon").
+HESSIAN_HORIZON = 2.0
+# ess = DEFAULT_ESS_FACTOR * N when there is no validation split to choose it on (README, "ess without a
+# validation split"): the single factor measured to be the most robust across settings.
+DEFAULT_ESS_FACTOR = 1.0
+# The candidate factors of N that "ess: auto" chooses from by successive halving (varsmooth.ess_search).
+ESS_GRID = (1.0, 0.25, 0.0625, 0.015625)
 
 
 @dataclass
@@ -48,11 +61,15 @@ class TrainConfig:
     ols_init_smoothing: float = 0.1
     rho: float | None = None  # sam neighbourhood (default 0.05)
     adaptive: bool = False  # adaptive SAM
-    ess: float | None = None  # IVON effective sample size; None: ess_factor * number of training examples
-    ess_factor: float = 1.0
+    # IVON effective sample size: a number, "auto" (chosen on the noisy validation split, see varsmooth.ess_search),
+    # or None: "auto" when val_fraction > 0 and no ess_factor is given, else ess_factor * number of training examples
+    ess: float | str | None = None
+    ess_factor: float | None = None  # None: DEFAULT_ESS_FACTOR (the most robust single value measured, README)
+    ess_grid: list[float] = field(default_factory=lambda: list(ESS_GRID))  # "auto": candidate factors of N
     hess_init: float | None = None
     beta1: float = 0.9
-    beta2: float | None = None  # ivon: 0.99999; ivon-fixed-h: 1 (fixed)
+    # IVON Hessian momentum. None: the Hessian horizon 1 - HESSIAN_HORIZON / total steps (ivon), 1 (ivon-fixed-h)
+    beta2: float | None = None
     mc_samples: int = 1  # IVON training samples per step
     test_samples: int = 32  # IVON posterior-predictive samples at evaluation
     clip_radius: float | None = None  # IVON update clipping; None: no clipping
@@ -80,7 +97,10 @@ class TrainConfig:
 
 
 # Options that may change when a run is resumed (they do not change what is computed in training).
-RESUME_FREE = ("epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size", "eval_every")
+RESUME_FREE = (
+    "epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size", "eval_every",
+    "save_train_predictions",
+)  # fmt: skip
 
 
 def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
@@ -95,8 +115,8 @@ def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
     _positive_int(cfg, "epochs", "batch_size", "mc_samples", "test_samples", "eval_batch_size", "eval_every")
-    _check(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", cfg.lr, "a positive number")
-    _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
+    _check(_finite(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a positive number")
+    _check(_finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
     _check(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "in [0, 1)")
     _check(0 <= cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "in [0, 1)")
     _check(cfg.lr_decay >= 0, "lr_decay", cfg.lr_decay, "a number >= 0")
@@ -120,15 +140,59 @@ def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
     if method == "sam":
         _check(cfg.rho >= 0, "rho", cfg.rho, "a number >= 0")
     if method.startswith("ivon"):
-        if method == "ivon-fixed-h" and cfg.beta2 != 1.0:
-            raise InputError(f"beta2={cfg.beta2} with method ivon-fixed-h, which fixes beta2 = 1; use method ivon")
+        if method == "ivon-fixed-h":
+            if cfg.beta2 is not None and cfg.beta2 != 1.0:
+                raise InputError(f"beta2={cfg.beta2} with method ivon-fixed-h, which fixes beta2 = 1; use method ivon")
+            cfg.beta2 = 1.0
+        if cfg.ess is None and cfg.ess_factor is None and cfg.val_fraction > 0:
+            cfg.ess = "auto"  # nothing given and a noisy validation split to choose on
+        if cfg.ess_factor is None:
+            cfg.ess_factor = DEFAULT_ESS_FACTOR
         _check(0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "in [0, 1)")
-        _check(0 <= cfg.beta2 <= 1, "beta2", cfg.beta2, "in [0, 1]")
-        _check(cfg.hess_init > 0, "hess_init", cfg.hess_init, "a positive number")
-        _check(cfg.ess is None or cfg.ess > 0, "ess", cfg.ess, "a positive number")
-        _check(cfg.ess_factor > 0, "ess_factor", cfg.ess_factor, "a positive number")
+        _check(cfg.beta2 is None or 0 <= cfg.beta2 <= 1, "beta2", cfg.beta2, "in [0, 1], or unset (Hessian horizon)")
+        _check(_finite(cfg.hess_init) and cfg.hess_init > 0, "hess_init", cfg.hess_init, "a positive number")
+        if isinstance(cfg.ess, str):
+            _check(cfg.ess == "auto", "ess", cfg.ess, "a positive number or 'auto'")
+        else:
+            _check(cfg.ess is None or _finite(cfg.ess) and cfg.ess > 0, "ess", cfg.ess, "a positive number or 'auto'")
+        _check(_finite(cfg.ess_factor) and cfg.ess_factor > 0, "ess_factor", cfg.ess_factor, "a positive number")
+        grid_ok = isinstance(cfg.ess_grid, list | tuple) and len(cfg.ess_grid) >= 1
+        grid_ok = grid_ok and all(_finite(f) and f > 0 for f in cfg.ess_grid)
+        _check(grid_ok, "ess_grid", cfg.ess_grid, "a non-empty list of positive factors of N")
+        cfg.ess_grid = [float(f) for f in cfg.ess_grid]
+        if cfg.ess == "auto" and cfg.val_fraction <= 0:
+            raise InputError("ess='auto' chooses ess on a validation split; set val_fraction > 0 or give a number")
         _check(cfg.clip_radius is None or cfg.clip_radius > 0, "clip_radius", cfg.clip_radius, "a positive number")
     return cfg
+
+
+def hessian_horizon_beta2(total_steps: int, horizon: float = HESSIAN_HORIZON) -> float:
+    """``1 - horizon / total_steps``: the Hessian average of a run of ``total_steps`` steps then spans ``horizon``
+    time constants, so h0 keeps a weight of about ``exp(-horizon)`` at the end (clamped to [0, 1))."""
+    if total_steps < 1:
+        raise InputError(f"total_steps={total_steps} is not allowed; it must be a positive integer")
+    return max(0.0, 1.0 - horizon / total_steps)
+
+
+def finalize_config(cfg: TrainConfig, n_train: int) -> TrainConfig:
+    """The run's config once the training-set size ``n_train`` is known: a copy of the resolved ``cfg`` with IVON's
+    data-dependent defaults filled in -- ``ess`` (``ess_factor * n_train`` unless given or ``"auto"``) and ``beta2``
+    (the Hessian horizon over ``schedule_epochs * ceil(n_train / batch_size)`` steps). Explicit values are kept.
+    ``cfg`` itself is not changed."""
+    if n_train < 1:
+        raise InputError(f"the training split is empty ({n_train} examples); check train_subset and val_fraction")
+    cfg = dataclasses.replace(cfg)
+    if not cfg.method.startswith("ivon"):
+        return cfg
+    if cfg.ess is None:
+        cfg.ess = float(cfg.ess_factor * n_train)
+    if cfg.beta2 is None:
+        cfg.beta2 = hessian_horizon_beta2(cfg.schedule_epochs * math.ceil(n_train / cfg.batch_size))
+    return cfg
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check(ok: bool, name: str, value, allowed: str) -> None:

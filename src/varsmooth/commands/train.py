@@ -25,6 +25,15 @@ def _options(text: str) -> dict:
     return value
 
 
+def _ess(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..methods import METHODS
 
@@ -67,11 +76,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=None, help="LS smoothing / OLS hard-label weight")
     p.add_argument("--rho", type=float, default=None, help="SAM neighbourhood size")
     p.add_argument("--adaptive", action="store_true", help="adaptive SAM")
-    p.add_argument("--ess", type=float, default=None, help="IVON effective sample size (default: N * ess-factor)")
-    p.add_argument("--ess-factor", type=float, default=1.0)
+    p.add_argument(
+        "--ess",
+        type=_ess,
+        default=None,
+        help="IVON effective sample size: a number or 'auto' (chosen on the validation split; the default when "
+        "--val-fraction > 0 and no --ess-factor is given); otherwise N * ess-factor",
+    )
+    p.add_argument(
+        "--ess-factor", type=float, default=None, help="ess = factor * N (default 1 with no validation split)"
+    )
     p.add_argument("--hess-init", type=float, default=None)
     p.add_argument("--beta1", type=float, default=0.9, help="IVON gradient momentum")
-    p.add_argument("--beta2", type=float, default=None, help="IVON Hessian momentum (default 0.99999)")
+    p.add_argument(
+        "--beta2", type=float, default=None, help="IVON Hessian momentum (default: 1 - 2 / total steps)"
+    )
     p.add_argument("--clip-radius", type=float, default=None, help="IVON update clipping (default: none)")
     p.add_argument("--mc-samples", type=int, default=1, help="IVON training samples per step")
     p.add_argument("--test-samples", type=int, default=32, help="IVON posterior-predictive samples")
@@ -113,6 +132,8 @@ def main(args: argparse.Namespace) -> int:
     line = f"{cfg.method}: test acc {m.get('test_acc', float('nan')):.4f}"
     if "test_pred_acc" in m:
         line += f" (predictive {m['test_pred_acc']:.4f})"
+    if "ess_search_cost_runs" in m:
+        line += f", ess auto: {m['ess_factor']:g} N (search cost {m['ess_search_cost_runs']:.2f} runs)"
     if m.get("noise_realised_rate") is not None:
         line += f", label noise {m['noise_realised_rate']:.3f}"
     if result.method.dist.is_main:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation import noise_summary
 from ..io import write_csv
 from ..report import markdown_table, mean_std
 from ._common import load_cached, numeric_metrics, tidy_rows, train_sweep_run, write_results
@@ -167,17 +168,10 @@ def label_noise_stats(result) -> dict[str, float]:
         return {}
     run = result.run
     pos = run.train_pos
-    eps = result.train_probs[pos].astype(np.float64) - result.train_probs_pred[pos].astype(np.float64)
-    y = run.labels[pos]
-    l1 = np.abs(eps).sum(axis=1)
-    stats = {"label_noise_l1": float(l1.mean()), "label_noise_on_label": float(eps[np.arange(len(y)), y].mean())}
-    if run.noise_mask is not None:
-        mask = run.noise_mask[pos]
-        if mask.any():
-            stats["label_noise_l1_noisy"] = float(l1[mask].mean())
-        if (~mask).any():
-            stats["label_noise_l1_clean"] = float(l1[~mask].mean())
-    return stats
+    mask = None if run.noise_mask is None else run.noise_mask[pos]
+    p_mean, p_pred = result.train_probs[pos], result.train_probs_pred[pos]
+    summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], noise_mask=mask)
+    return {f"label_noise_{k}": v for k, v in summary.items() if k != "l2"}
 
 
 def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ()) -> dict[str, float]:

@@ -1,0 +1,135 @@
+"""IVON's ess chosen by the tool (``ess: "auto"``): successive halving over a small grid on the noisy validation split.
+
+ess sets the posterior width ``sigma^2 = 1 / (ess (h + delta))`` (the paper's Alg. 1) and so how much label noise
+IVON induces; the best value depends on the data and the corruption, and the paper's ``ess = N`` can be far from
+it on a short run. A validation split carved from the *noisy* training pool ranks the candidates without touching
+the test set.
+
+Successive halving (Jamieson & Talwalkar 2016; Li et al. 2018): with ``k`` candidate factors ``f`` of the
+training-set size N and a schedule of ``E`` epochs (``schedule_epochs``), there are ``R = ceil(log2 k)`` rungs.
+Rung ``r`` (0-based) trains every surviving candidate to epoch ``e_r = max(1, round(E * 2**(r - R)))``, continuing
+from its own checkpoint, with the learning-rate schedule and the Hessian horizon of the full run; it scores each by
+the posterior-predictive accuracy on the validation split (ties: the lower predictive NLL) and keeps the better
+half (rounded up). The one survivor continues to ``epochs`` (usually ``E``) and *is* the final run, so no epoch is
+trained twice. With ``k = 4``: ``4 E/4 + 2 E/4 + 1 E/2 = 2E`` epochs, twice one run.
+
+Layout: candidates are ordinary run folders ``OUT/ess-search/f<factor>/``; the winner's checkpoint is copied to
+``OUT`` and finished there, so ``OUT`` is a complete run folder whose ``config.json`` holds the numeric ess and the
+search record (``ess_search``: grid, rungs with every score, the choice, the cost in epochs). Everything resumes:
+finished candidates are not retrained. A candidate that diverges scores ``-inf`` and is recorded as such.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .io import atomic_write, write_json
+
+__all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
+
+SEARCH_DIR = "ess-search"
+SCORE = "val_pred_acc"  # posterior-predictive accuracy on the noisy validation split; ties: lower val_pred_nll
+TIE_BREAK = "val_pred_nll"
+
+# run_fn(cfg, out, callbacks=..., record=..., warn=...) -> TrainResult: one run at a fixed ess (varsmooth.train)
+RunFn = Callable[..., Any]
+
+
+def rung_epochs(epochs: int, candidates: int) -> list[int]:
+    """Epoch reached at each rung of successive halving over ``candidates`` values of a run of ``epochs``."""
+    rungs = math.ceil(math.log2(candidates)) if candidates > 1 else 0
+    return [max(1, round(epochs * 2.0 ** (r - rungs))) for r in range(rungs)]
+
+
+def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = False):
+    """A candidate's config; only the final run predicts over the whole training set at its end."""
+    return dataclasses.replace(
+        cfg,
+        ess=float(factor * n_train),
+        ess_factor=float(factor),
+        epochs=int(epochs),
+        save_train_predictions=cfg.save_train_predictions and final,
+    )
+
+
+def _rank_key(scores: dict) -> tuple[float, float]:
+    """Sort key, best first: higher SCORE, then lower TIE_BREAK; missing or non-finite values rank last."""
+    acc, nll = scores.get(SCORE), scores.get(TIE_BREAK)
+    acc = -math.inf if acc is None or not math.isfinite(acc) else float(acc)
+    nll = math.inf if nll is None or not math.isfinite(nll) else float(nll)
+    return -acc, nll
+
+
+def search_ess(
+    cfg,
+    n_train: int,
+    out: Path | None,
+    run_fn: RunFn,
+    *,
+    callbacks: Sequence = (),
+    diverged: type[BaseException] = RuntimeError,
+):
+    """Choose ``ess`` for the finalized ``cfg`` (``cfg.ess == "auto"``) and train the final run; returns its result.
+
+    ``cfg.ess_grid``: the candidate factors of ``n_train``. Candidates run with deep copies of ``callbacks``; the
+    final run restores the winner's callback states into ``callbacks`` themselves (through the checkpoint), so a
+    stateful callback ends holding the winner's whole run. ``diverged``: the exception a diverging run raises.
+    ``out`` None: the candidates and the final run live in a temporary folder that is removed afterwards.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("ess='auto' runs in one process; under torchrun give a number (--ess or --ess-factor)")
+    if cfg.val_fraction <= 0:
+        raise InputError("ess='auto' chooses ess on a validation split; set val_fraction > 0 or give a number")
+    factors = list(dict.fromkeys(float(f) for f in cfg.ess_grid))
+    with tempfile.TemporaryDirectory(prefix="varsmooth-ess-") as tmp:
+        root = Path(tmp) if out is None else out
+        alive, rungs, cost = factors, [], 0
+        # rungs on the schedule's length, so a run stopped early and continued makes the same choice
+        for epochs in sorted({min(e, cfg.epochs) for e in rung_epochs(cfg.schedule_epochs, len(factors))}):
+            scores: dict[str, dict[str, Any]] = {}
+            for f in alive:
+                cb = copy.deepcopy(list(callbacks))
+                folder = root / SEARCH_DIR / f"f{f:g}"
+                try:
+                    metrics = run_fn(_candidate(cfg, f, n_train, epochs), folder, callbacks=cb, warn=False).metrics
+                    scores[f"{f:g}"] = {k: metrics.get(k) for k in (SCORE, TIE_BREAK, "val_acc", "sigma_median")}
+                except diverged as err:
+                    scores[f"{f:g}"] = {SCORE: None, TIE_BREAK: None, "diverged": str(err)}
+            cost += epochs * len(alive) - (rungs[-1]["epochs"] * len(alive) if rungs else 0)
+            ranked = sorted(alive, key=lambda f: _rank_key(scores[f"{f:g}"]))  # stable: ties keep grid order
+            alive = ranked[: math.ceil(len(alive) / 2)]
+            rungs.append({"epochs": epochs, "scores": scores, "kept": [f"{f:g}" for f in alive]})
+        chosen = alive[0]
+        cost += cfg.epochs - (rungs[-1]["epochs"] if rungs else 0)
+        record = {
+            "grid": [f"{f:g}" for f in factors],
+            "n_train": int(n_train),
+            "score": SCORE,
+            "tie_break": TIE_BREAK,
+            "rungs": rungs,
+            "chosen_factor": chosen,
+            "chosen_ess": float(chosen * n_train),
+            "cost_epochs": cost,
+            "cost_runs": cost / cfg.epochs,
+        }
+        final = root if out is not None else root / "final"
+        winner = root / SEARCH_DIR / f"f{chosen:g}" / "checkpoint.pt"
+        if rungs and not (final / "checkpoint.pt").exists() and winner.exists():
+            final.mkdir(parents=True, exist_ok=True)
+            atomic_write(final / "checkpoint.pt", winner.read_bytes())
+        if out is not None:
+            write_json(out / SEARCH_DIR / "search.json", record)
+        result = run_fn(_candidate(cfg, chosen, n_train, cfg.epochs, final=True), final, callbacks=callbacks,
+                        record={"ess_search": record})  # fmt: skip
+        result.metrics.update(ess_factor=chosen, ess_search_cost_runs=record["cost_runs"])
+        if out is None:
+            result = dataclasses.replace(result, out=None)
+    return result
