@@ -1,10 +1,14 @@
-"""Median train-step time (forward, backward, optimizer step) of IVON vs AdamW, SGD and ivon-opt.
+"""Train-step time (forward, backward, optimizer step) of IVON vs AdamW, SGD and ivon-opt, as ratios to AdamW.
 
 All optimizers train their own copy of the same model on the same fixed batch; their steps are interleaved
 (one block of ``--inner`` steps per optimizer per repeat, in rotating order) so that load from other processes
-hits all of them alike. Prints median milliseconds per step and the ratio of medians to AdamW (foreach).
+hits all of them alike. Reported per optimizer: the median of the per-repeat ratios to AdamW's block of the same
+repeat (the headline number), and the median milliseconds per step. ``--floor`` adds what bounds IVON from below:
+forward+backward alone, drawing one Gaussian per weight (``normal_``), and IVON's sample+accumulate+update without
+the forward/backward, next to AdamW's step alone.
 
-    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--clock cpu]
+    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor] [--clock cpu]
+    python benchmarks/ivon_speed.py --device cuda --autocast bf16 --batch 128 --threads 0
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import copy
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +48,7 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
     )  # fmt: skip
 
 
-def make_optimizers(model: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
+def make_optimizers(model: nn.Module, reference: bool) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
     """name -> (model copy, optimizer, is_variational)."""
     out = {}
 
@@ -54,42 +59,95 @@ def make_optimizers(model: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.
     add("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-4, foreach=True), False)
     add("sgd", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True), False)
     add("ivon", lambda p: IVON(p, **IVON_KW), True)
-    add("ivon-ref", lambda p: IVON(p, **IVON_KW, foreach=False), True)
+    if reference:
+        add("ivon-ref", lambda p: IVON(p, **IVON_KW, foreach=False), True)
     if ivon_opt is not None:
         add("ivon-opt", lambda p: ivon_opt.IVON(p, **IVON_KW), True)
     return out
 
 
-def train_step(model: nn.Module, opt, variational: bool, x, y) -> None:
+def train_step(model: nn.Module, opt, variational: bool, x, y, amp) -> None:
+    def fwd_bwd():
+        opt.zero_grad()
+        with amp():
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+
     if variational:
         with opt.sampled_params(train=True):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            fwd_bwd()
     else:
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        fwd_bwd()
     opt.step()
 
 
-def bench_model(name: str, repeats: int, inner: int | None, warmup: int, clock=time.perf_counter) -> dict[str, float]:
-    arch, shape, batch, default_inner = MODELS[name]
-    inner = inner or default_inner
+def _timer(clock, device: torch.device):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(fn, n: int) -> float:
+        sync()
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        sync()
+        return (clock() - t0) / n
+
+    return timed
+
+
+def bench_model(name: str, args, clock) -> dict[str, dict[str, float]]:
+    """Per optimizer: ``ratio`` (median over repeats of its block time / AdamW's in the same repeat) and ``ms``."""
+    arch, shape, batch, inner = MODELS[name]
+    batch, inner, device = args.batch or batch, args.inner or inner, torch.device(args.device)
     torch.manual_seed(0)
-    model = small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    opts = make_optimizers(model)
+    model = (small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)).to(device)
+    x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.autocast == "bf16" else nullcontext
+    opts = make_optimizers(model, args.reference)
+    timed = _timer(clock, device)
     for m, opt, var in opts.values():
-        for _ in range(warmup):
-            train_step(m, opt, var, x, y)
+        timed(lambda m=m, opt=opt, var=var: train_step(m, opt, var, x, y, amp), args.warmup)
     times: dict[str, list[float]] = {k: [] for k in opts}
     names = list(opts)
-    for r in range(repeats):
+    for r in range(args.repeats):
         for k in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             m, opt, var = opts[k]
-            t0 = clock()
-            for _ in range(inner):
-                train_step(m, opt, var, x, y)
-            times[k].append((clock() - t0) / inner)
+            times[k].append(timed(lambda m=m, opt=opt, var=var: train_step(m, opt, var, x, y, amp), inner))
+    out = {}
+    for k, v in times.items():
+        ratio = statistics.median(a / b for a, b in zip(v, times["adamw"], strict=True))
+        out[k] = {"ratio": ratio, "ms": statistics.median(v) * 1e3}
+    if args.floor:
+        out["floor"] = floor(opts, x, y, amp, timed, args.repeats, inner)
+    return out
+
+
+def floor(opts, x, y, amp, timed, repeats: int, inner: int) -> dict[str, float]:
+    """Median ms of the pieces of a step, interleaved like the main measurement."""
+    model, ivon, _ = opts["ivon"]
+    adam_model, adamw, _ = opts["adamw"]
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    noise = torch.empty(n, device=x.device)
+    model.zero_grad()
+    with amp():
+        F.cross_entropy(model(x), y).backward()
+
+    def ivon_only():  # sample + accumulate the gradients left in p.grad + update, no forward/backward
+        with ivon.sampled_params(train=True):
+            pass
+        ivon.step()
+
+    def fwd_bwd():
+        adam_model.zero_grad()
+        with amp():
+            loss = F.cross_entropy(adam_model(x), y)
+        loss.backward()
+
+    pieces = {"fwd+bwd": fwd_bwd, "draw": noise.normal_, "ivon sample+acc+update": ivon_only, "adamw step": adamw.step}
+    times: dict[str, list[float]] = {k: [] for k in pieces}
+    for _ in range(repeats):
+        for k, fn in pieces.items():
+            times[k].append(timed(fn, inner))
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
@@ -99,21 +157,33 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=None, help="train steps per timed block (default: per model)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="mlp,cnn,resnet18", help=f"comma list of {','.join(MODELS)}")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or this process's CPU time")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--autocast", choices=("none", "bf16"), default="none", help="forward under bf16 autocast")
+    ap.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model)")
+    ap.add_argument("--reference", action="store_true", help="also time IVON's per-parameter reference path")
+    ap.add_argument("--floor", action="store_true", help="also time the pieces that bound IVON's step")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
     if bad:
         ap.error(f"unknown model(s) {bad}; allowed: {', '.join(MODELS)}")
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    print(f"torch {torch.__version__}, threads {args.threads}, {args.repeats} interleaved repeats, {args.clock} clock")
-    print(f"{'model':<10}{'optimizer':<10}{'median ms':>11}{'/ AdamW':>9}")
+    print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, autocast {args.autocast}, "
+          f"{args.repeats} interleaved repeats, {args.clock} clock")  # fmt: skip
+    print(f"{'model':<10}{'optimizer':<10}{'median ms':>11}{'ratio/AdamW':>13}")
     for name in models:
-        res = bench_model(name, args.repeats, args.inner, args.warmup, clock)
+        res = bench_model(name, args, clock)
+        pieces = res.pop("floor", None)
         for k, v in res.items():
-            print(f"{name:<10}{k:<10}{v:>11.3f}{v / res['adamw']:>9.3f}")
+            print(f"{name:<10}{k:<10}{v['ms']:>11.3f}{v['ratio']:>13.3f}", flush=True)
+        if pieces:
+            print(f"{name:<10}floor (median ms): " + ", ".join(f"{k} {v:.3f}" for k, v in pieces.items()))
+            lo = (pieces["fwd+bwd"] + pieces["draw"]) / (pieces["fwd+bwd"] + pieces["adamw step"])
+            print(f"{name:<10}(fwd+bwd + draw) / (fwd+bwd + AdamW step) = {lo:.3f}", flush=True)
 
 
 if __name__ == "__main__":

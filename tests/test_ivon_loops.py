@@ -160,15 +160,16 @@ def test_lightning_manual_optimization_example_matches_the_loop():
 
 
 # ---------------------------------------------------------------- mixed precision
-def _amp_run(steps, scaler=None, inf_at=(), mc=1, dtype=torch.float32, foreach=True):
-    """bf16 autocast on CPU; the noise of sample (t, s) comes from its own generator so runs can skip steps."""
-    model, (x, y) = _mlp(dtype=dtype), _data(dtype=dtype)
+def _amp_run(steps, scaler=None, inf_at=(), mc=1, dtype=torch.float32, foreach=True, device="cpu", amp=torch.bfloat16):
+    """Autocast (bf16 on CPU); the noise of sample (t, s) comes from its own generator so runs can skip steps."""
+    model, (x, y) = _mlp(dtype=dtype).to(device), (t.to(device) for t in _data(dtype=dtype))
     opt = IVON(model.parameters(), lr=0.1, ess=50.0, beta2=0.9, mc_samples=mc, foreach=foreach)
     for t in range(steps):
         for s in range(mc):
-            with opt.sampled_params(train=True, generator=_gen(100 * t + s)):
+            gen = torch.Generator(device=device).manual_seed(100 * t + s)
+            with opt.sampled_params(train=True, generator=gen):
                 opt.zero_grad()
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast(device, dtype=amp):
                     loss = F.cross_entropy(model(x), y)
                 if (t, s) in inf_at:
                     loss = loss * float("inf")
@@ -262,6 +263,26 @@ def test_bf16_parameters_under_autocast_keep_float32_state_and_paths_agree():
         torch.testing.assert_close(p, q, rtol=1.6e-2, atol=1e-2)  # bf16 rounding of theta differs by path
         torch.testing.assert_close(fopt.state[p]["hess"], ropt.state[q]["hess"], rtol=0.05, atol=0.05)
         assert (fopt.state[p]["hess"] - 1.0).abs().max() > 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", [torch.float16, torch.bfloat16])
+def test_cuda_autocast_with_grad_scaler_matches_the_unscaled_run_and_skips_inf(amp):
+    base, base_opt = _amp_run(5, mc=2, device="cuda", amp=amp)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)
+    model, opt = _amp_run(5, scaler, mc=2, device="cuda", amp=amp)
+    for p, q in zip(model.parameters(), base.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(opt.state[p]["hess"], base_opt.state[q]["hess"], rtol=1e-5, atol=1e-6)
+        assert opt.state[p]["hess"].dtype == torch.float32 and opt.state[p]["step"] == 5
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)
+    model, opt = _amp_run(3, scaler, inf_at={(2, 0)}, mc=2, device="cuda", amp=amp)
+    ref, ref_opt = _amp_run(2, mc=2, device="cuda", amp=amp)
+    assert scaler.get_scale() == 2.0**10  # sample 0 overflowed, the scaler saw only sample 1
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):  # step 3 skipped
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert opt.state[p]["step"] == 2
 
 
 # ---------------------------------------------------------------- gradient accumulation
