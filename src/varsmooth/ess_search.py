@@ -129,7 +129,7 @@ def search_ess(
             write_json(out / SEARCH_DIR / "search.json", record)
         result = run_fn(_candidate(cfg, chosen, n_train, cfg.epochs, final=True), final, callbacks=callbacks,
                         record={"ess_search": record})  # fmt: skip
-        result.metrics.update(ess_factor=chosen, ess_search_cost_runs=record["cost_runs"])
+        result.metrics.update(ess_factor_chosen=chosen, ess_search_cost_runs=record["cost_runs"])
         if out is None:
             result = dataclasses.replace(result, out=None)
     return result

@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     if "test_pred_acc" in m:
         line += f" (predictive {m['test_pred_acc']:.4f})"
     if "ess_search_cost_runs" in m:
-        line += f", ess auto: {m['ess_factor']:g} N (search cost {m['ess_search_cost_runs']:.2f} runs)"
+        line += f", ess auto: {m['ess_factor_chosen']:g} N (search cost {m['ess_search_cost_runs']:.2f} runs)"
     if m.get("noise_realised_rate") is not None:
         line += f", label noise {m['noise_realised_rate']:.3f}"
     if result.method.dist.is_main:

@@ -44,6 +44,9 @@ METRICS = (
     "test_acc", "test_pred_acc", "val_acc", "val_pred_acc", "test_nll", "test_pred_nll", "test_ece", "test_pred_ece",
     "train_acc", "noise_realised_rate", "noise_realised_rate_train", "ess", "sigma_mean", "sigma_median",
     "label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
+    "test_acc_best", "test_acc_best_epoch", "test_pred_acc_best", "beta2", "hess_init_weight", "h_ratio_q05",
+    "h_ratio_median", "h_ratio_q95", "sigma_q05", "sigma_q95", "ess_search_cost_runs", "ess_factor_chosen",
+    "val_clean_acc",
 )  # fmt: skip
 # Keys of a preset that become TrainConfig fields of every run.
 _TRAIN_KEYS = ("dataset", "data_dir", "model", "train_subset", "val_fraction", "epochs", "batch_size")
@@ -96,6 +99,28 @@ def grid(cfg: dict, key: str, noise: str | None = None, **bounds) -> list[float]
     return _grid(cfg, key, **bounds)
 
 
+AUTO = "auto"
+
+
+def fmt_factor(value: Any) -> str:
+    """An ess factor as text: ``"x0.25"``, or ``"auto"``."""
+    return AUTO if value == AUTO else f"x{float(value):g}"
+
+
+def ess_grid(cfg: dict, noise: str | None = None) -> list[float | str]:
+    """``ess_factors``: positive factors of N, and ``"auto"`` (ess chosen by the engine on the validation split,
+    :mod:`varsmooth.ess_search`; needs ``val_fraction > 0``)."""
+    per_noise = (cfg.get("noise_options") or {}).get(noise, {}) if noise is not None else {}
+    values = per_noise.get("ess_factors", cfg.get("ess_factors"))
+    if not isinstance(values, list) or not values:
+        raise InputError(f"ess_factors={values!r} is not allowed; give a non-empty list of numbers or 'auto'")
+    numbers = _grid({"ess_factors": [v for v in values if v != AUTO] or [1.0]}, "ess_factors", positive=True)
+    if AUTO in values and not float(cfg.get("val_fraction") or 0) > 0:
+        raise InputError("ess_factors: 'auto' chooses ess on a validation split; set val_fraction > 0")
+    it = iter(numbers)
+    return [AUTO if v == AUTO else next(it) for v in values]
+
+
 def train_config(cfg: dict[str, Any], method: str, noise: str, seed: int, **options: Any) -> dict[str, Any]:
     """The TrainConfig dict of one run: the preset's common keys, ``train`` (all methods), ``method_options[m]``,
     ``noise_options[noise]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
@@ -133,7 +158,10 @@ def run_config(
     options = {}
     for key, value in hp.items():
         tags[key] = value
-        options["hess_init" if key == "h0" else key] = value
+        if key == "ess_factor" and value == AUTO:
+            options["ess"] = AUTO  # nothing given: the engine chooses ess
+        else:
+            options["hess_init" if key == "h0" else key] = value
     name = "_".join(
         [noise.replace(":", "-"), method]
         + [f"{k}{_fmt(v)}" for k, v in (extra_tags or {}).items()]
@@ -367,7 +395,7 @@ def comparison_configs(
     for value, noise, extra in settings:
         alphas = grid(cfg, "alphas", noise, upper=1.0)
         rhos = grid(cfg, "rhos", noise)
-        ess_factors = grid(cfg, "ess_factors", noise, positive=True)
+        ess_factors = ess_grid(cfg, noise)
         h0s = grid(cfg, "hess_inits", noise, positive=True)
         fixed[value] = {"ess_factor": ess_factors[0], "h0": h0s[0]}
         for seed in cfg["seeds"]:

@@ -28,7 +28,7 @@ def build(cfg: dict[str, Any]) -> list[dict]:
     C.require_data(cfg)
     configs = []
     for noise in noises(cfg):
-        ess_factors = C.grid(cfg, "ess_factors", noise, positive=True)
+        ess_factors = C.ess_grid(cfg, noise)
         learned = C.grid(cfg, "hess_inits", noise, positive=True)
         fixed = C.grid(cfg, "fixed_hess_inits", noise, positive=True)
         for seed in cfg["seeds"]:
@@ -39,7 +39,7 @@ def build(cfg: dict[str, Any]) -> list[dict]:
 
 
 def _variant(r: dict) -> str:
-    return f"{'learned' if r['method'] == 'ivon' else 'fixed'} h (h0={r['h0']:g}, ess x{r['ess_factor']:g})"
+    return f"{'learned' if r['method'] == 'ivon' else 'fixed'} h (h0={r['h0']:g}, ess {C.fmt_factor(r['ess_factor'])})"
 
 
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def build(cfg: dict[str, Any]) -> list[dict]:
     C.require_data(cfg)
     configs = []
     for noise in noises(cfg):
-        ess_factors = C.grid(cfg, "ess_factors", noise, positive=True)
+        ess_factors = C.ess_grid(cfg, noise)
         h0s = C.grid(cfg, "hess_inits", noise, positive=True)
         for seed in cfg["seeds"]:
             configs += [C.run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s]
@@ -64,8 +64,8 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
               for r in table]  # fmt: skip
         (out / "table.md").write_text(markdown_table(md, list(md[0])), encoding="utf-8")
         curves = [
-            {**r, "method": f"{'pred.' if r['metric'] == 'test_pred_acc' else 'mean'}, ess x{float(r['ess_factor']):g}",
-             "metric": "test_acc"}
+            {**r, "metric": "test_acc",
+             "method": f"{'pred.' if r['metric'] == 'test_pred_acc' else 'mean'}, ess {C.fmt_factor(r['ess_factor'])}"}
             for r in rows if r["metric"] in ("test_acc", "test_pred_acc")
         ]  # fmt: skip
         figures.append(
