@@ -7,7 +7,7 @@ repeat (the headline number), and the median milliseconds per step. ``--floor`` 
 forward+backward alone, drawing one Gaussian per weight (``normal_``), and IVON's sample+accumulate+update without
 the forward/backward, next to AdamW's step alone.
 
-    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor] [--clock cpu]
+    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor] [--compiled]
     python benchmarks/ivon_speed.py --device cuda --autocast bf16 --batch 128 --threads 0
 """
 
@@ -48,7 +48,7 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
     )  # fmt: skip
 
 
-def make_optimizers(model: nn.Module, reference: bool) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
+def make_optimizers(model: nn.Module, args) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
     """name -> (model copy, optimizer, is_variational)."""
     out = {}
 
@@ -59,8 +59,10 @@ def make_optimizers(model: nn.Module, reference: bool) -> dict[str, tuple[nn.Mod
     add("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-4, foreach=True), False)
     add("sgd", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True), False)
     add("ivon", lambda p: IVON(p, **IVON_KW), True)
-    if reference:
+    if args.reference:
         add("ivon-ref", lambda p: IVON(p, **IVON_KW, foreach=False), True)
+    if args.compiled:  # opt-in torch.compile'd update: compiles during warm-up and prints the time it took
+        add("ivon-comp", lambda p: IVON(p, **IVON_KW, compiled_update=True), True)
     if ivon_opt is not None:
         add("ivon-opt", lambda p: ivon_opt.IVON(p, **IVON_KW), True)
     return out
@@ -103,7 +105,7 @@ def bench_model(name: str, args, clock) -> dict[str, dict[str, float]]:
     model = (small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)).to(device)
     x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.autocast == "bf16" else nullcontext
-    opts = make_optimizers(model, args.reference)
+    opts = make_optimizers(model, args)
     timed = _timer(clock, device)
     for m, opt, var in opts.values():
         timed(lambda m=m, opt=opt, var=var: train_step(m, opt, var, x, y, amp), args.warmup)
@@ -163,6 +165,7 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("none", "bf16"), default="none", help="forward under bf16 autocast")
     ap.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model)")
     ap.add_argument("--reference", action="store_true", help="also time IVON's per-parameter reference path")
+    ap.add_argument("--compiled", action="store_true", help="also time IVON(compiled_update=True) (ivon-comp)")
     ap.add_argument("--floor", action="store_true", help="also time the pieces that bound IVON's step")
     args = ap.parse_args()
     if args.threads > 0:

@@ -25,12 +25,19 @@ the public ``ivon-opt`` package, so code switches by changing the import::
                 loss_fn(model(x), y).backward()
         opt.step()
 
-Two implementations share sampling and bookkeeping: a readable per-parameter reference path (``foreach=False``)
-and the default multi-tensor path (``torch._foreach_*`` ops per bucket of same device/dtype parameters). Noise for
-a bucket is drawn with one ``normal_`` call into a reusable buffer whose views feed the parameters; parameters
-themselves are never flattened. All state lives in ``self.state`` (``step``, ``momentum``, ``hess`` and the
-per-step sums ``grad_sum``, ``hess_sum``) and the param groups (``samples`` = MC samples accumulated so far), in
-the parameter's device and dtype promoted to at least float32.
+Outside the explicit loop, ``step(closure)`` runs a torch-style closure inside ``sampled_params(train=True)``
+``mc_samples`` times (so Lightning's automatic optimization samples unchanged), and ``scaler.step(opt)`` of
+``torch.amp.GradScaler`` has IVON unscale its accumulated sums and skip a non-finite step (``ivon_sums``).
+
+Two implementations share sampling and bookkeeping (``ivon_functional``): a readable per-parameter reference path
+(``foreach=False``) and the default multi-tensor path. The trainable params of a group are bucketed by (device,
+dtype); a bucket's state lives in flat buffers (one per state key) and ``self.state[p]`` holds views of them, so
+whole-bucket arithmetic is one kernel per operation while parameters themselves are never flattened. Noise for a
+bucket is drawn with one ``normal_`` call. State per parameter: ``step``, ``momentum``, ``hess``, ``has_grad`` and,
+while a step is being accumulated, the sums ``grad_sum`` = sum_s g_s and ``hess_sum`` = sum_s g_s e_s (price) or
+sum_s g_s^2 (gradsq); the param groups count ``samples``. State tensors have the parameter's device and its dtype
+promoted to at least float32; ``state_dict()`` round-trips them exactly. ``compiled_update=True`` (opt-in) runs the
+multi-tensor update of a whole bucket through ``torch.compile``.
 
 Noise source. By default noise comes from the device's global RNG, in the same order as ``ivon-opt`` (one draw
 of group size per param group), so ``torch.manual_seed`` reproduces its noise exactly. ``generator=`` (constructor)
@@ -46,15 +53,26 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from .ivon_functional import STATE_KEYS, Bucket, mark_scale_valid, refresh_scale, update_multi, update_reference
+from .ivon_functional import (
+    STATE_KEYS,
+    Bucket,
+    fused_coefficients,
+    fused_update,
+    mark_scale_valid,
+    refresh_scale,
+    update_multi,
+    update_reference,
+)
+from .ivon_sums import all_reduce_sums, dist_on, rank_seed, unscale_sums
+from .predictive import predictive_probs  # noqa: F401  (re-exported: varsmooth.optim.ivon.predictive_probs)
 
 __all__ = ["IVON", "HessApprox", "predictive_probs"]
 
@@ -68,10 +86,6 @@ def _state_dtype(p: Tensor) -> torch.dtype:
     return torch.promote_types(p.dtype, torch.float32)
 
 
-def _dist_on() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 class IVON(torch.optim.Optimizer):
     """Improved Variational Online Newton; see the module docstring for the update, the loop and the noise.
 
@@ -82,6 +96,8 @@ class IVON(torch.optim.Optimizer):
         clip_radius: elementwise clip of the preconditioned update (> 0). sync: all-reduce statistics over ranks.
         debias: divide g by (1 - beta1^t). rescale_lr: use alpha (h0 + delta) as the step size.
         foreach: True/None = multi-tensor path, False = per-parameter reference path (same results).
+        compiled_update: opt-in; the multi-tensor update of a whole bucket runs through ``torch.compile`` (the
+            same equations fused into one loop; the first step per bucket shape compiles and prints its time).
         generator: a ``torch.Generator`` for the noise (its state goes into ``state_dict``); default: global RNG.
     Raises ``ValueError`` naming the first invalid hyperparameter.
     """
@@ -106,6 +122,7 @@ class IVON(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         generator: torch.Generator | None = None,
+        compiled_update: bool = False,
     ):
         defaults = dict(
             lr=lr, ess=ess, hess_init=hess_init, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
@@ -118,6 +135,9 @@ class IVON(torch.optim.Optimizer):
             raise ValueError(f"Invalid hess_approx: {hess_approx!r} (must be 'price' or 'gradsq')")
         self.mc_samples, self.hess_approx = mc_samples, HessApprox(hess_approx)
         self.sync, self.foreach = sync, foreach is not False
+        # opt-in: the update of a whole bucket through torch.compile (one fused loop; compiles once per bucket shape)
+        self._fused = torch.compile(fused_update, fullgraph=True, dynamic=False) if compiled_update else None
+        self.compile_seconds: dict[tuple, float] = {}  # bucket signature -> one-off compile (+ first call) time
         self._generators: dict[torch.device, torch.Generator] = {}
         if generator is not None:
             self._generators[generator.device] = generator
@@ -181,10 +201,9 @@ class IVON(torch.optim.Optimizer):
                 raise ValueError(f"Invalid generator: on {override.device}, parameters on {device}")
             return override
         gen = self._generators.get(device)
-        if gen is None and self.sync and _dist_on():  # distinct, reproducible noise per rank
-            seed = np.random.SeedSequence((torch.initial_seed(), dist.get_rank())).generate_state(1, np.uint64)[0]
+        if gen is None and self.sync and dist_on():  # distinct, reproducible noise per rank
             gen = self._generators[device] = torch.Generator(device=device)
-            gen.manual_seed(int(seed) >> 1)
+            gen.manual_seed(rank_seed())
         return gen
 
     def draw_noise(self, flat: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -291,8 +310,9 @@ class IVON(torch.optim.Optimizer):
             raise RuntimeError(
                 "IVON.step() needs gradients: run `with opt.sampled_params(train=True):` first (or pass a closure)"
             )
-        if self.sync and _dist_on():
-            self._all_reduce()
+        if self.sync and dist_on():
+            all_reduce_sums(self.param_groups, [[self.state[p] for b in self._buckets(gi, g) for p in b.params]
+                                                for gi, g in enumerate(self.param_groups)])  # fmt: skip
         if not self._unscale_or_skip():
             self._discard()
             return loss
@@ -305,7 +325,10 @@ class IVON(torch.optim.Optimizer):
                     continue
                 if self.foreach:
                     refresh_scale(b, group)
-                    update_multi(b, states, idx, group, group["samples"], price)
+                    if self._fused is not None and len(idx) == len(b.params) and len({s["step"] for s in states}) == 1:
+                        self._update_fused(b, states, group, price)
+                    else:
+                        update_multi(b, states, idx, group, group["samples"], price)
                     mark_scale_valid(b, group)
                 else:
                     update_reference([b.params[i] for i in idx], [states[i] for i in idx], group, group["samples"],
@@ -314,6 +337,23 @@ class IVON(torch.optim.Optimizer):
                     states[i]["has_grad"] = False
             group["samples"] = 0
         return loss
+
+    def _update_fused(self, b: Bucket, states: list[dict], group: dict, price: bool) -> None:
+        """The compiled whole-bucket update; the first call per bucket shape compiles and prints its time."""
+        step = states[0]["step"] + 1
+        f = b.flat
+        c = fused_coefficients(group, group["samples"], step, f["hess"].device, f["hess"].dtype)
+        key = tuple((p.shape, p.dtype, p.device) for p in b.params)
+        t0 = time.perf_counter()
+        self._fused(b.params, f["momentum"], f["hess"], f["grad_sum"], f["hess_sum"], f["scale"], c, price,
+                    group["beta2"] < 1, not math.isinf(group["clip_radius"]))  # fmt: skip
+        if key not in self.compile_seconds:
+            self.compile_seconds[key] = time.perf_counter() - t0
+            n = sum(p.numel() for p in b.params)
+            print(f"IVON: compiled the update of {len(b.params)} tensors ({n} weights) in "
+                  f"{self.compile_seconds[key]:.1f} s", file=sys.stderr)  # fmt: skip
+        for s in states:
+            s["step"] = step
 
     def _run_closure(self, closure):
         """Call ``closure`` ``mc_samples`` times, each inside a sample unless samples are already pending (the
@@ -335,56 +375,18 @@ class IVON(torch.optim.Optimizer):
                 if p.requires_grad and self.state[p].get("has_grad")]  # fmt: skip
 
     def _unscale_or_skip(self) -> bool:
-        """GradScaler support: divide the sums by ``grad_scale`` (set by ``scaler.step``; squared for gradsq)
-        and return False when they or the scaler's ``found_inf`` are not finite."""
+        """GradScaler support (``scaler.step`` sets ``grad_scale`` and ``found_inf``): unscale the sums in place;
+        False when they or the scaler's ``found_inf`` are not finite."""
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         if grad_scale is None and found_inf is None:
             return True
-        inv = 1.0 / float(grad_scale) if grad_scale is not None else 1.0
-        by_device: dict[torch.device, list[list[Tensor]]] = {}
-        for s in self._summed_states():
-            lists = by_device.setdefault(s["grad_sum"].device, [[], []])
-            lists[0].append(s["grad_sum"])
-            lists[1].append(s["hess_sum"])
-        bad = float(found_inf) > 0 if found_inf is not None else False
-        h_inv = inv if self.hess_approx is HessApprox.PRICE else inv * inv
-        for device, (gsums, hsums) in by_device.items():
-            flag = torch.zeros((), device=device)
-            for ts, c in ((gsums, inv), (hsums, h_inv)):
-                torch._amp_foreach_non_finite_check_and_unscale_(ts, flag, torch.full((), c, device=device))
-            bad = bad or flag.item() > 0
-        return not bad
+        return unscale_sums(self._summed_states(), grad_scale, found_inf, self.hess_approx is HessApprox.GRADSQ)
 
     def _discard(self) -> None:
         for s in self._summed_states():
             s["has_grad"] = False
         for group in self.param_groups:
             group["samples"] = 0
-
-    # ---------------------------------------------------------------- distributed
-    def _all_reduce(self) -> None:
-        """Sum the gradient/Hessian sums, sample counts and has-gradient flags over ranks: one flat all-reduce
-        per (device, dtype) of the state."""
-        buckets: dict[tuple, list[dict]] = {}
-        for gi, group in enumerate(self.param_groups):
-            for p in (p for b in self._buckets(gi, group) for p in b.params):
-                s = self.state[p]
-                if not s["has_grad"]:  # scratch: contributes zero here, may have a gradient elsewhere
-                    s["grad_sum"].zero_(), s["hess_sum"].zero_()
-                buckets.setdefault((p.device, s["hess"].dtype), []).append(s)
-        for i, ((device, dtype), states) in enumerate(buckets.items()):
-            sums = [s[k] for s in states for k in ("grad_sum", "hess_sum")]
-            counts = [float(g["samples"]) for g in self.param_groups] if i == 0 else []
-            flags = torch.tensor(counts + [float(s["has_grad"]) for s in states], device=device, dtype=dtype)
-            buf = torch.cat([t.reshape(-1) for t in sums] + [flags])
-            dist.all_reduce(buf)
-            *parts, flags = buf.split([t.numel() for t in sums] + [len(flags)])
-            torch._foreach_copy_(sums, [v.view_as(t) for v, t in zip(parts, sums, strict=True)])
-            flags = flags.tolist()
-            for g, c in zip(self.param_groups, flags[: len(counts)], strict=False):
-                g["samples"] = round(c)
-            for s, f in zip(states, flags[len(counts) :], strict=True):
-                s["has_grad"] = f > 0.5
 
     # ---------------------------------------------------------------- posterior, state dict
     @torch.no_grad()
@@ -421,30 +423,3 @@ class IVON(torch.optim.Optimizer):
             self._generators.setdefault(dev, torch.Generator(device=dev)).set_state(st)
         self._scratch.clear()
 
-
-def _softmax(logits: Tensor) -> Tensor:
-    return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-
-
-@torch.no_grad()
-def predictive_probs(
-    model: nn.Module, opt: IVON, x: Tensor, samples: int = 1, generator: torch.Generator | None = None
-) -> Tensor:
-    """Posterior predictive ``mean_s softmax(model_{theta_s}(x))``, shape (B, K), over ``samples`` draws.
-
-    The model runs in eval mode without gradients; its training flag and the posterior mean are restored.
-    ``samples=0`` evaluates the mean only.
-    """
-    if samples < 0:
-        raise ValueError(f"Invalid samples: {samples!r} (must be >= 0)")
-    was_training = model.training
-    model.eval()
-    try:
-        total = None
-        for _ in range(samples):
-            with opt.sampled_params(train=False, generator=generator):
-                probs = _softmax(model(x))
-            total = probs if total is None else total + probs
-        return _softmax(model(x)) if samples == 0 else total / samples
-    finally:
-        model.train(was_training)

@@ -1,0 +1,65 @@
+"""IVON's per-step sums (``grad_sum`` = sum_s g_s, ``hess_sum`` = sum_s g_s e_s or g_s^2) across processes and
+loss scales: one all-reduce over ranks (data-parallel training equals one process with all ranks' samples), and
+unscaling with a finite check under ``torch.amp.GradScaler``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def dist_on() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_seed() -> int:
+    """A seed distinct per rank and reproducible: from ``SeedSequence((torch.initial_seed(), rank))``."""
+    seed = np.random.SeedSequence((torch.initial_seed(), dist.get_rank())).generate_state(1, np.uint64)[0]
+    return int(seed) >> 1
+
+
+def all_reduce_sums(groups: list[dict], states: list[list[dict]]) -> None:
+    """Sum the gradient/Hessian sums, the groups' sample counts and the has-gradient flags over ranks: one flat
+    all-reduce per (device, dtype) of the state. ``states[i]``: the states of the trainable params of group i."""
+    buckets: dict[tuple, list[dict]] = {}
+    for s in (s for group_states in states for s in group_states):
+        if not s["has_grad"]:  # scratch: contributes zero here, may have a gradient elsewhere
+            s["grad_sum"].zero_(), s["hess_sum"].zero_()
+        buckets.setdefault((s["hess"].device, s["hess"].dtype), []).append(s)
+    for i, ((device, dtype), bucket) in enumerate(buckets.items()):
+        sums = [s[k] for s in bucket for k in ("grad_sum", "hess_sum")]
+        counts = [float(g["samples"]) for g in groups] if i == 0 else []
+        flags = torch.tensor(counts + [float(s["has_grad"]) for s in bucket], device=device, dtype=dtype)
+        buf = torch.cat([t.reshape(-1) for t in sums] + [flags])
+        dist.all_reduce(buf)
+        *parts, flags = buf.split([t.numel() for t in sums] + [len(flags)])
+        torch._foreach_copy_(sums, [v.view_as(t) for v, t in zip(parts, sums, strict=True)])
+        flags = flags.tolist()
+        for g, c in zip(groups, flags[: len(counts)], strict=False):
+            g["samples"] = round(c)
+        for s, f in zip(bucket, flags[len(counts) :], strict=True):
+            s["has_grad"] = f > 0.5
+
+
+def unscale_sums(states: list[dict], grad_scale: Tensor | None, found_inf: Tensor | float | None,
+                 gradsq: bool) -> bool:  # fmt: skip
+    """Divide the sums of ``states`` by the loss scale s (``hess_sum`` by s^2 for gradsq), in place; return False
+    when any of them, or the scaler's ``found_inf``, is not finite (the step must then be skipped).
+
+    The scaler's own check sees only ``p.grad``, the last sample; the sums hold every sample of the step.
+    """
+    inv = 1.0 / float(grad_scale) if grad_scale is not None else 1.0
+    by_device: dict[torch.device, tuple[list[Tensor], list[Tensor]]] = {}
+    for s in states:
+        gsums, hsums = by_device.setdefault(s["grad_sum"].device, ([], []))
+        gsums.append(s["grad_sum"])
+        hsums.append(s["hess_sum"])
+    finite = found_inf is None or float(found_inf) == 0
+    for device, (gsums, hsums) in by_device.items():
+        flag = torch.zeros((), device=device)
+        for sums, c in ((gsums, inv), (hsums, inv * inv if gradsq else inv)):
+            torch._amp_foreach_non_finite_check_and_unscale_(sums, flag, torch.full((), c, device=device))
+        finite = finite and flag.item() == 0
+    return finite
