@@ -335,3 +335,26 @@ def test_cuda_state_follows_the_device_and_paths_agree():
         assert fopt.state[p]["hess"].device == p.device
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert "cuda" in next(iter(fopt.state_dict()["generators"]))
+
+
+def test_replaced_or_edited_state_tensors_are_used_by_the_next_sample_and_step():
+    """State lives in flat per-bucket buffers behind views; assigning a new tensor or editing one in place
+    must reach sampling (sigma) and the update."""
+    model = _mlp(dtype=torch.float64)
+    opt = IVON(model.parameters(), lr=0.1, ess=25.0, hess_init=0.3, beta2=0.9)
+    _train(model, opt, 2)
+    w, b = model[0].weight, model[0].bias
+    opt.state[w]["hess"] = torch.full_like(w, 4.0)  # a new tensor
+    opt.state[b]["hess"].fill_(9.0)  # in place
+    sigma = opt.posterior_std()
+    torch.testing.assert_close(sigma[w], torch.full_like(w, (25.0 * (4.0 + 1e-4)) ** -0.5))
+    torch.testing.assert_close(sigma[b], torch.full_like(b, (25.0 * (9.0 + 1e-4)) ** -0.5))
+    gen = torch.Generator().manual_seed(4)
+    e = torch.randn(sum(p.numel() for p in model.parameters()), generator=gen, dtype=torch.float64)
+    mean = [p.detach().clone() for p in model.parameters()]
+    with opt.sampled_params(generator=torch.Generator().manual_seed(4)):
+        theta = [p.detach().clone() for p in model.parameters()]
+    offsets = [(t - m).reshape(-1) for t, m in zip(theta, mean, strict=True)]
+    torch.testing.assert_close(torch.cat(offsets), e * torch.cat([s.reshape(-1) for s in sigma.values()]))
+    _train(model, opt, 1)
+    assert opt.state[w]["step"] == 3 and (opt.state[w]["hess"] - 4.0).abs().max() < 1.0  # continued from 4.0
