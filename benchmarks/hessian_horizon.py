@@ -3,7 +3,7 @@
 For each label corruption, seed, ess factor and c in ``--horizons`` (and the paper's fixed beta2 = 1 - 1e-5 as
 ``c = paper``), one IVON run through the engine on the same data; prints test accuracy at the mean and posterior
 predictive, the noisy-validation predictive accuracy (what ``ess: auto`` ranks by), how far h moved (median h / h0,
-the weight h0 keeps) and sigma. The chosen constant is :data:`varsmooth.trainconfig.HESSIAN_HORIZON`; the
+the weight h0 keeps) and sigma. The chosen constant is :data:`varsmooth.engine.trainconfig.HESSIAN_HORIZON`; the
 measured table is in the README ("Hessian horizon").
 
     python benchmarks/hessian_horizon.py --data-dir /path/to/mnist --train-subset 10000 --epochs 15 \
@@ -21,9 +21,9 @@ import sys
 import torch
 
 from varsmooth.data import load_dataset
-from varsmooth.rundata import prepare
-from varsmooth.train import TrainConfig, resolve_config, train
-from varsmooth.trainconfig import hessian_horizon_beta2
+from varsmooth.engine import TrainConfig, resolve_config, train
+from varsmooth.engine.rundata import prepare
+from varsmooth.engine.trainconfig import hessian_horizon_beta2
 
 PAPER_BETA2 = 0.99999
 KEYS = ("test_acc", "test_pred_acc", "val_pred_acc", "h_ratio_median", "hess_init_weight", "sigma_median")

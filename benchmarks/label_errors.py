@@ -122,8 +122,8 @@ import torch
 from varsmooth.data import LabeledData, LabeledSplit, load_dataset
 from varsmooth.data.corruption import corrupt_labels, parse_noise, transition_matrix
 from varsmooth.detect import EpochScorer, detection_metrics, label_error_scores
+from varsmooth.engine import TrainConfig, train
 from varsmooth.io import atomic_write, write_csv, write_json
-from varsmooth.train import TrainConfig, train
 
 PIPELINES = (
     "ivon-step", "ivon-pred", "ivon-margin", "ivon-noise", "cleanlab-cv", "cleanlab-cv-margin",

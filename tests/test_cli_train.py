@@ -8,9 +8,9 @@ import pytest
 
 from varsmooth import cli
 from varsmooth.commands import train as train_cmd
+from varsmooth.engine import TrainConfig, train
 from varsmooth.errors import InputError
 from varsmooth.io import read_json
-from varsmooth.train import TrainConfig, train
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +157,6 @@ def test_diverging_run_exits_nonzero_with_one_line_and_keeps_checkpoint(tmp_path
     assert err.count("\n") == 1 and err.startswith("varsmooth: error: training diverged at epoch 2")
     assert "last good checkpoint (epoch 1)" in err and "Traceback" not in err
     assert not (out / "final.json").exists()
-    from varsmooth.checkpoint import load
+    from varsmooth.engine.checkpoint import load
 
-    assert load(out / "checkpoint.pt")["epoch"] == 1
+    assert load(out / "checkpoint.pt").epoch == 1

@@ -12,10 +12,10 @@ from sklearn.datasets import make_blobs
 
 from varsmooth.commands import noise as noise_cmd
 from varsmooth.data import LabeledData, LabeledSplit
-from varsmooth.detect import EpochScorer, ScoreMethod, predict_dataset, rank_suspects, score_checkpoint
+from varsmooth.detect import EpochScorer, ScoreMethod, rank_suspects, score_checkpoint
+from varsmooth.engine import TrainConfig, predict_split, train
 from varsmooth.errors import InputError
 from varsmooth.io import read_csv, read_json
-from varsmooth.train import TrainConfig, train
 
 N_FLIPS = 5
 
@@ -64,16 +64,16 @@ def test_planted_flips_rank_first(blobs_run):
     np.testing.assert_array_equal(scorer.labels, data.train.labels.numpy())
 
 
-def test_predict_dataset_matches_method_and_index(blobs_run):
+def test_predict_split_matches_method_and_index(blobs_run):
     data, _, _, result = blobs_run
     x = data.train.features
-    mean, pred = predict_dataset(result.method, x, index=np.array([3, 1]), samples=4, seed=7)
+    mean, pred = predict_split(result.method, x, np.array([3, 1]), samples=4, seed=7)
     np.testing.assert_allclose(mean, result.method.predict_proba(x[[3, 1]]).double().numpy(), atol=1e-6)
-    again = predict_dataset(result.method, x, index=np.array([3, 1]), samples=4, seed=7)[1]
+    again = predict_split(result.method, x, np.array([3, 1]), samples=4, seed=7)[1]
     np.testing.assert_array_equal(pred, again)  # seeded draws
     assert not np.allclose(pred, mean)  # IVON's predictive differs from its mean
     with pytest.raises(InputError, match="samples must be >= 1"):
-        predict_dataset(result.method, x, samples=0)
+        predict_split(result.method, x, samples=0)
 
 
 def test_scorer_state_round_trips_through_a_checkpoint(blobs_run):

@@ -173,6 +173,7 @@ class Section:
     title: str = ""
     description: str = ""
     preset: str = ""
+    order: int | None = None  # the experiment's place in the paper's order (config.json), for sorting
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -207,8 +208,6 @@ def _scan(out_dir: Path) -> list[Section]:
             owner.figures.append(here / name)
     for s in experiments.values():
         _load(s)
-    for s in figure_only.values():
-        s.description = _registry_description(s.title)
     return [*experiments.values(), *figure_only.values()]
 
 
@@ -229,37 +228,26 @@ def _load(s: Section) -> None:
             s.versions = data.get("versions", {}) if isinstance(data.get("versions"), dict) else {}
             s.title = s.title or str(data.get("experiment", ""))
             s.preset = str(data.get("preset", ""))
+            s.description = str(data.get("description", ""))
+            s.order = data.get("order") if isinstance(data.get("order"), int) else None
         else:
             s.summary = {k: v for k, v in data.items() if k not in ("experiment", "preset", "description")}
             s.title = s.title or str(data.get("experiment", ""))
             s.preset = s.preset or str(data.get("preset", ""))
-            s.description = str(data.get("description", ""))
+            s.description = str(data.get("description", "")) or s.description
     if (s.path / "results.csv").exists():
         try:
             s.results = read_csv(s.path / "results.csv")
         except (OSError, ValueError) as err:
             s.problems.append(f"could not read results.csv: {err}")
     s.title = s.title or s.rel or s.path.name
-    s.description = s.description or _registry_description(s.title)
-
-
-def _registry_description(exp_id: str) -> str:
-    try:  # the registry imports every experiment module; a report must not fail because one is broken
-        from . import experiments as ex
-
-        return ex.describe(exp_id)
-    except Exception:  # noqa: BLE001
-        return ""
 
 
 def _paper_order(sections: list[Section]) -> list[Section]:
-    try:
-        from . import experiments as ex
-
-        rank = {k: i for i, k in enumerate(ex.experiments())}
-    except Exception:  # noqa: BLE001
-        rank = {}
-    return sorted(sections, key=lambda s: (s.rel != "", rank.get(s.title, len(rank)), s.rel))
+    """The output folder first, then experiments in the paper's order (recorded in their config.json), then the
+    rest by path."""
+    last = 1 + max((s.order for s in sections if s.order is not None), default=0)
+    return sorted(sections, key=lambda s: (s.rel != "", last if s.order is None else s.order, s.rel))
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -103,8 +103,8 @@ def write_suspects(scored, out: Path, *, method, top: int = 64, options: dict | 
     write_csv(written[0], rows)
     data = scored.data
     if top > 0 and len(data.input_shape) in (2, 3) and rows:
+        from ..engine.rundata import fetch
         from ..plots import image_grid
-        from ..rundata import fetch
 
         head = rows[:top]
         images = fetch(data.train.features, [r["index"] for r in head])

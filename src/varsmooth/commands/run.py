@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import experiments as ex
 from ..errors import InputError
-from ..sweep import parse_shard
+from ..experiments.sweep import parse_shard
 
 DEFAULT_EXPERIMENT = "demo"
 

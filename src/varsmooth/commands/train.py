@@ -3,15 +3,22 @@
 Example: ``varsmooth train --dataset mnist-subset --model mlp --method ivon --noise symmetric:0.4 --seed 0
 --out runs/ivon-sym40``. Re-running the same command continues from the folder's checkpoint. Under
 ``torchrun --nproc_per_node N -m varsmooth.cli train ...`` the run is data-parallel over N processes.
+
+The flags are generated from :class:`varsmooth.engine.TrainConfig`'s fields (``batch_size`` -> ``--batch-size``,
+help text and default from the field), so the config is their one source; only ``--out`` is this command's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 
+from ..engine import TrainConfig, TrainingDiverged, train
 from ..errors import InputError
 
 
@@ -34,95 +41,48 @@ def _ess(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..methods import METHODS
+def _flag_kwargs(f: dataclasses.Field, hint: typing.Any) -> dict:
+    """argparse keyword arguments of one TrainConfig field, from its type hint."""
+    args = set(typing.get_args(hint)) - {type(None)} if isinstance(hint, types.UnionType) else {hint}
+    origin = {typing.get_origin(a) or a for a in args}
+    if args == {float, str}:  # ess: a number or "auto"
+        return {"type": _ess}
+    if bool in args:
+        return {"action": argparse.BooleanOptionalAction}
+    if dict in origin:
+        return {"type": _options}
+    if list in origin:
+        (item,) = typing.get_args(next(a for a in args if typing.get_origin(a) is list))
+        return {"type": item, "nargs": "+"}
+    (kind,) = args
+    return {"type": kind}
 
-    p.add_argument("--dataset", default="mnist-subset", help="dataset name (default: mnist-subset, bundled)")
-    p.add_argument("--data-dir", default=None, help="folder with the dataset's files (not needed for bundled sets)")
-    p.add_argument("--model", default="mlp", help="logreg | mlp | cnn3 | resnet18 | resnet34 | resnet50")
-    p.add_argument("--method", default="erm", help=" | ".join(METHODS))
-    p.add_argument(
-        "--noise",
-        default="none",
-        metavar="KIND:RATE",
-        help="synthetic label noise: symmetric:R, pairflip:R, class-dependent:KAPPA[:BETA] or none",
-    )
-    p.add_argument(
-        "--noisy-labels",
-        default=None,
-        metavar="FILE",
-        help="natural noisy training labels (.npy/.csv/.txt, or CIFAR-N .pt)",
-    )
-    p.add_argument("--noisy-labels-key", default=None, help="entry of a CIFAR-N .pt file (e.g. worse_label)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise-seed", type=int, default=None, help="seed of the label flips (default: --seed)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--schedule", default=None, help="step | cosine | constant (default: step; IVON cosine)")
-    p.add_argument("--schedule-epochs", type=int, default=None, help="schedule length (default: --epochs)")
-    p.add_argument(
-        "--milestones",
-        type=int,
-        nargs="+",
-        default=None,
-        help="epochs at which the step schedule multiplies the lr by --lr-decay (default: 50%%, 75%%)",
-    )
-    p.add_argument("--lr-decay", type=float, default=0.1)
-    p.add_argument("--schedule-unit", default="step", help="cosine/warm-up updated every 'step' or 'epoch'")
-    p.add_argument("--warmup-epochs", type=float, default=None)
-    p.add_argument("--alpha", type=float, default=None, help="LS smoothing / OLS hard-label weight")
-    p.add_argument("--rho", type=float, default=None, help="SAM neighbourhood size")
-    p.add_argument("--adaptive", action="store_true", help="adaptive SAM")
-    p.add_argument(
-        "--ess",
-        type=_ess,
-        default=None,
-        help="IVON effective sample size: a number or 'auto' (chosen on the validation split; the default when "
-        "--val-fraction > 0 and no --ess-factor is given); otherwise N * ess-factor",
-    )
-    p.add_argument(
-        "--ess-factor", type=float, default=None, help="ess = factor * N (default 1 with no validation split)"
-    )
-    p.add_argument("--hess-init", type=float, default=None)
-    p.add_argument("--beta1", type=float, default=0.9, help="IVON gradient momentum")
-    p.add_argument(
-        "--beta2", type=float, default=None, help="IVON Hessian momentum (default: 1 - 2 / total steps)"
-    )
-    p.add_argument("--clip-radius", type=float, default=None, help="IVON update clipping (default: none)")
-    p.add_argument("--mc-samples", type=int, default=1, help="IVON training samples per step")
-    p.add_argument("--test-samples", type=int, default=32, help="IVON posterior-predictive samples")
-    p.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on N random examples")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction as validation")
-    p.add_argument("--model-options", type=_options, default={}, metavar="JSON")
-    p.add_argument("--data-options", type=_options, default={}, metavar="JSON")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--num-workers", type=int, default=0, help="processes loading batches (lazy image datasets)")
-    p.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every k epochs and at the end")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        if default is not None and not isinstance(default, bool):
+            help_text += f" (default: {default})".replace("%", "%%")
+        kwargs = _flag_kwargs(f, hints[f.name])
+        if f.metadata.get("metavar") and "action" not in kwargs:
+            kwargs["metavar"] = f.metadata["metavar"]
+        # SUPPRESS: an option not given stays out of the namespace, so TrainConfig's own default applies
+        p.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, help=help_text, **kwargs)
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
 
 
-def config_from_args(args: argparse.Namespace):
-    """The TrainConfig of parsed arguments: every option named like a TrainConfig field (``--batch-size`` ->
-    ``batch_size``) sets that field; ``--no-progress`` clears ``progress``."""
-    import dataclasses
-
-    from ..train import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in fields}
-    return TrainConfig(**kw, progress=not args.no_progress)
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed arguments: every option given sets the field of its name."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..train import TrainingDiverged, train
-
     cfg = config_from_args(args)
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        raise InputError(f"--data-dir {args.data_dir!r} is not a folder")
+    if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
+        raise InputError(f"--data-dir {cfg.data_dir!r} is not a folder")
     try:
         result = train(cfg, Path(args.out))
     except TrainingDiverged as err:

@@ -1,6 +1,6 @@
 """Find mislabeled and atypical training examples from one IVON training run (see :mod:`.scores`)."""
 
-from .engine import EpochScorer, ScoredRun, load_checkpoint, predict_dataset, score_checkpoint
+from .engine import EpochScorer, ScoredRun, score_checkpoint
 from .scores import (
     ScoreAccumulator,
     ScoreMethod,
@@ -19,9 +19,7 @@ __all__ = [
     "rank_suspects",
     "ScoreAccumulator",
     "detection_metrics",
-    "predict_dataset",
     "EpochScorer",
     "ScoredRun",
-    "load_checkpoint",
     "score_checkpoint",
 ]

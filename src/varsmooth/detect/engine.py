@@ -1,83 +1,39 @@
 """Label-error scores of a trained model, and accumulated during training through the engine's callbacks.
 
-:func:`predict_dataset` gives ``p_mean`` (softmax at the posterior mean) and ``p_pred`` (posterior predictive,
-``samples`` draws) of any :class:`varsmooth.methods.Method` over a split; :class:`EpochScorer` is a
-:func:`varsmooth.train.train` callback that does it at chosen epochs and also averages, for free, the
+:class:`EpochScorer` is a :func:`varsmooth.engine.train` callback that predicts ``p_mean`` (softmax at the
+posterior mean) and ``p_pred`` (posterior predictive) over the run's pool with the engine's one prediction function
+(:func:`varsmooth.engine.predict_split`) at chosen epochs and also averages, for free, the
 probability of the given label that every training step computes anyway. Scores and their formulas:
 :mod:`varsmooth.detect.scores`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..data import LabeledData
+from ..engine import TrainConfig, build, predict_split, prepare
+from ..engine import checkpoint as ckpt
 from ..errors import InputError
 from .scores import ScoreAccumulator, all_scores
 
-__all__ = ["predict_dataset", "EpochScorer", "ScoredRun", "load_checkpoint", "score_checkpoint"]
-
-
-def _batches(features, index: np.ndarray, batch_size: int) -> Iterable[torch.Tensor]:
-    """Rows ``index`` of a (N, ...) tensor or of a map-style dataset of tensors, in batches."""
-    for start in range(0, len(index), batch_size):
-        idx = index[start : start + batch_size]
-        if isinstance(features, torch.Tensor):
-            yield features[torch.from_numpy(idx)]
-        else:
-            yield torch.stack([torch.as_tensor(features[int(i)]) for i in idx])
-
-
-@torch.no_grad()
-def predict_dataset(
-    method,
-    features,
-    *,
-    index=None,
-    samples: int = 16,
-    batch_size: int = 1024,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(probs_mean, probs_pred)``, each (M, K) float64, of a trained method over ``features[index]``.
-
-    ``method``: a :class:`varsmooth.methods.Method` (``predict_proba`` at the mean, ``predictive_proba`` with
-    ``samples`` posterior draws; for point-estimate methods both are the same). ``features``: (N, ...) tensor
-    or map-style dataset of tensors; ``index``: (M,) rows to score (default: all N). ``seed`` fixes the draws.
-    """
-    if samples < 1:
-        raise InputError(f"samples must be >= 1, got {samples}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    if device is None:
-        device = next(method.model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    index = np.arange(len(features)) if index is None else np.asarray(index, dtype=np.int64)
-    means, preds = [], []
-    for x in _batches(features, index, batch_size):
-        x = x.to(device)
-        means.append(method.predict_proba(x).double().cpu())
-        preds.append(method.predictive_proba(x, samples, generator=generator).double().cpu())
-    k = method.num_classes
-    mean = torch.cat(means).numpy() if means else np.zeros((0, k))
-    pred = torch.cat(preds).numpy() if preds else np.zeros((0, k))
-    return mean, pred
+__all__ = ["EpochScorer", "ScoredRun", "score_checkpoint"]
 
 
 class EpochScorer:
     """Training-engine callback: label-error scores of every example of the run, accumulated during training.
 
-    Pass it to :func:`varsmooth.train.train` (``callbacks=[scorer]``). Two sources, both over the run's *pool*
+    Pass it to :func:`varsmooth.engine.train` (``callbacks=[scorer]``). Two sources, both over the run's *pool*
     (training examples, plus validation examples if any; ``scorer.labels`` are the labels trained on):
 
     - at the end of each epoch in ``epochs`` (None: every epoch), ``p_mean`` and ``p_pred`` (``samples``
-      posterior draws) of every example (:func:`predict_dataset`) are added to ``scorer.accumulator``
+      posterior draws) of every example (:func:`varsmooth.engine.predict_split`) are added to ``scorer.accumulator``
       (:class:`ScoreAccumulator`; every :class:`ScoreMethod`, averaged over those epochs);
     - for free, from epoch ``step_from_epoch`` on, the softmax of the given label that each training step
       computes anyway (IVON: at its sampled weights, so a one-sample posterior predictive) is averaged per
@@ -131,16 +87,8 @@ class EpochScorer:
         self._grow(len(self.labels))
         if self.epochs is not None and epoch not in self.epochs:
             return
-        features, index = run.data.train.features, run.pool_index
-        mean, pred = predict_dataset(
-            state.method,
-            features,
-            index=index,
-            samples=self.samples,
-            batch_size=self.batch_size,
-            seed=self.seed + epoch,
-            device=state.device,
-        )
+        mean, pred = predict_split(state.method, run.data.train.features, run.pool_index, samples=self.samples,
+                                   seed=self.seed + epoch, batch_size=self.batch_size, device=state.device)  # fmt: skip
         if self.accumulator is None:
             self.accumulator = ScoreAccumulator(self.labels)
         self.accumulator.update(mean, pred, epoch=epoch)
@@ -174,7 +122,7 @@ class EpochScorer:
 class ScoredRun:
     """Every example of a checkpointed run, scored. Arrays are over the run's pool (N examples)."""
 
-    config: Any  # the run's resolved varsmooth.train.TrainConfig (with any dataset / data_dir override)
+    config: TrainConfig  # the run's resolved config (with any dataset / data_dir override)
     epoch: int  # epoch the checkpoint was written at
     index: np.ndarray  # (N,) indices into the dataset's training split
     labels: np.ndarray  # (N,) labels the run trained on (given labels)
@@ -183,25 +131,7 @@ class ScoredRun:
     probs_mean: np.ndarray  # (N, K) softmax at the posterior mean
     probs_pred: np.ndarray  # (N, K) posterior predictive
     scores: dict[str, np.ndarray]  # {ScoreMethod value: (N,)}
-    data: Any  # the varsmooth.data.LabeledData the examples come from
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The engine's checkpoint dict from a run folder (its ``checkpoint.pt``) or the file itself."""
-    from .. import checkpoint as ckpt
-
-    path = Path(path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
-    if not file.is_file():
-        raise InputError(f"no checkpoint at {path}: give a run folder holding checkpoint.pt, or the file")
-    try:
-        saved = ckpt.load(file)
-    except Exception as err:  # truncated / not a torch file / refused by weights_only
-        why = type(err).__name__  # torch's own messages are long and suggest unsafe loading
-        raise InputError(f"cannot read checkpoint {file} ({why}): a truncated or corrupt file?") from None
-    if not isinstance(saved, dict) or not {"config", "model", "method"} <= set(saved):
-        raise InputError(f"{file} is not a varsmooth training checkpoint (needs config, model and method)")
-    return saved
+    data: LabeledData  # the data the examples come from
 
 
 def score_checkpoint(
@@ -220,43 +150,27 @@ def score_checkpoint(
     split, all seeded), so the labels are those it trained on (checked against the checkpoint's fingerprint).
     ``dataset`` (a different name) scores that dataset's whole training split with its own labels instead.
     """
-    from .. import checkpoint as ckpt
-    from ..methods import build_method
-    from ..models import build_model
-    from ..rundata import prepare
-    from ..train import TrainConfig
-
-    saved = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(dict(saved["config"]))
+    saved = ckpt.load(path)
+    cfg = TrainConfig.from_dict(dict(saved.config))
     if not cfg.method.startswith("ivon"):
         allowed = "ivon or ivon-fixed-h"
         raise InputError(f"the checkpoint is a {cfg.method!r} run; scoring needs an IVON run ({allowed})")
     if data_dir is not None:
-        cfg.data_dir = str(data_dir)
+        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
     same_data = dataset is None or dataset == cfg.dataset
-    if not same_data:
-        # another dataset: all of its training split, with its own labels
-        cfg.dataset, cfg.noise, cfg.noisy_labels = dataset, "none", None
-        cfg.train_subset, cfg.val_fraction = None, 0.0
+    if not same_data:  # another dataset: all of its training split, with its own labels
+        cfg = dataclasses.replace(cfg, dataset=dataset, noise="none", noisy_labels=None, train_subset=None,
+                                  val_fraction=0.0)  # fmt: skip
     run = prepare(cfg)
-    if same_data and saved.get("labels") not in (None, ckpt.labels_fingerprint(run.labels, run.pool_index)):
+    if same_data and saved.labels not in (None, ckpt.labels_fingerprint(run.labels, run.pool_index)):
         raise InputError(f"the data under {cfg.data_dir} differ from those the checkpoint was trained on")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    data = run.data
-    model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options).to(dev)
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise InputError(
-            f"dataset {cfg.dataset!r} does not fit the checkpoint's {cfg.model!r} model: {first}"
-        ) from None
-    method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes)
-    method.load_state_dict(saved["method"])
-    index, opts = run.pool_index, {"samples": samples, "batch_size": batch_size, "seed": seed}
-    mean, pred = predict_dataset(method, data.train.features, index=index, **opts)
+    model, method = build(cfg, run, dev)
+    ckpt.restore(saved, model, method)
+    mean, pred = predict_split(method, run.data.train.features, run.pool_index, samples=samples, seed=seed,
+                               batch_size=batch_size, device=dev)  # fmt: skip
     scores = all_scores(run.labels, mean, pred)
-    epoch = int(saved.get("epoch", 0))
-    return ScoredRun(cfg, epoch, index, run.labels, run.clean_labels, run.is_val, mean, pred, scores, data)
+    return ScoredRun(cfg, saved.epoch, run.pool_index, run.labels, run.clean_labels, run.is_val, mean, pred, scores,
+                     run.data)  # fmt: skip

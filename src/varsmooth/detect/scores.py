@@ -4,7 +4,7 @@ Paper: "Variational Learning Induces Adaptive Label Smoothing" (Sec. 3.4, Fig. 1
 "Variational Learning is Effective for Large Deep Networks"; the scores mirror cleanlab's (Northcutt et al.
 2021, "Confident Learning: Estimating Uncertainty in Dataset Labels"), which wants out-of-sample predictions.
 
-Variational learning trains on noisy labels ``y_i + eps_i`` (paper, Sec. 3.4; SPEC section 3) with the
+Variational learning trains on noisy labels ``y_i + eps_i`` (paper, Sec. 3.4; docs/design.md) with the
 expected label noise of example ``i`` under IVON's posterior ``q = N(m, diag(sigma^2))``::
 
     eps_i = softmax(f_i(m)) - E_q[softmax(f_i(theta))]  ~=  p_mean_i - p_pred_i,     (K,)
@@ -32,7 +32,7 @@ paper's Fig. 3) and find flipped labels only once the network starts to fit them
 Averaging a score over several epochs of one training run (:class:`ScoreAccumulator`, fed by the training
 engine's per-epoch callback) uses the training dynamics too: mislabeled examples are fitted late, if at all.
 :mod:`varsmooth.detect.engine` computes ``p_mean`` and ``p_pred`` of a trained method over a whole split
-(:func:`~varsmooth.detect.engine.predict_dataset`) and, as a training callback
+(:func:`varsmooth.engine.predict_split`) and, as a training callback
 (:class:`~varsmooth.detect.engine.EpochScorer`), at chosen epochs during training.
 """
 

@@ -106,7 +106,10 @@ def run_experiment(
     out = Path(out)
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {"experiment": exp_id, "preset": preset, "config": cfg, "versions": versions()})
+    # description and order: what the report (varsmooth.report, which imports no experiment) shows and sorts by
+    order = list(experiments()).index(exp_id)
+    write_json(out / "config.json", {"experiment": exp_id, "preset": preset, "description": module.DESCRIPTION,
+                                     "order": order, "config": cfg, "versions": versions()})  # fmt: skip
     start = time.perf_counter()
     try:
         if "runtime" in inspect.signature(module.run).parameters:

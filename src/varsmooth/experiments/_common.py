@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..data import load_dataset
+from ..engine import TrainConfig, TrainResult, train
 from ..io import write_csv
 
 
 @functools.lru_cache(maxsize=4)
 def _load(dataset: str, data_dir: str | None, options: tuple):
-    from ..data import load_dataset
-
     return load_dataset(dataset, data_dir, **dict(options))
 
 
@@ -28,13 +28,11 @@ def load_cached(train_cfg: dict[str, Any]):
     return _load(train_cfg.get("dataset", "mnist-subset"), train_cfg.get("data_dir"), options)
 
 
-def train_sweep_run(cfg: dict[str, Any], run_dir: Path, *, callbacks=()):
+def train_sweep_run(cfg: dict[str, Any], run_dir: Path, *, callbacks=()) -> TrainResult:
     """One engine run of a sweep config's ``cfg["train"]`` in ``run_dir`` (resumes from its checkpoint);
-    returns the :class:`~varsmooth.train.TrainResult`."""
-    from ..train import train
-
+    returns the :class:`~varsmooth.engine.TrainResult`."""
     train_cfg = {"progress": False, **cfg["train"]}
-    return train(train_cfg, run_dir, callbacks=callbacks, data=load_cached(train_cfg))
+    return train(TrainConfig.from_dict(train_cfg), run_dir, callbacks=callbacks, data=load_cached(train_cfg))
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,9 +1,9 @@
-"""Shared machinery of the method-comparison experiments (paper Sec. 4.3, App. B, C; SPEC section 7).
+"""Shared machinery of the method-comparison experiments (paper Sec. 4.3, App. B, C; docs/design.md).
 
 ``noisy-accuracy``, ``fixed-hessian``, ``class-dependent``, ``hessian-init`` and ``natural-noise`` are grids of
-engine runs (:func:`varsmooth.train.train`, through the resumable :func:`varsmooth.sweep.run_sweep`) and this
+engine runs (:func:`varsmooth.engine.train`, through the resumable :func:`.sweep.run_sweep`) and this
 module builds them, runs them, adds IVON's induced label noise to each run's metrics and selects hyperparameters
-under the two protocols of SPEC section 7:
+under two protocols (docs/design.md, "Selection protocols"):
 
 - *paper*: each baseline at its best grid value **on the test set** (the peak of the mean-over-seeds curve, as in
   App. C), IVON at fixed settings (the first ``ess_factors`` and ``hess_inits`` entries);
@@ -15,7 +15,7 @@ Both protocols read the same runs (all trained on the same ``1 - val_fraction`` 
 the selection rule. IVON is reported at the mean (``test_acc``) and as posterior predictive (``test_pred_acc``;
 the fair protocol selects the latter by ``val_pred_acc``).
 
-Induced label noise (SPEC 3.4, the paper's Eq. 9 for networks): ``eps_i = softmax(f_i(m)) - mean_s
+Induced label noise (the paper's Sec. 3.4, Eq. 9 for networks): ``eps_i = softmax(f_i(m)) - mean_s
 softmax(f_i(theta_s))`` over the training examples, from the engine's final training-set predictions at the mean
 and as posterior predictive (``test_samples`` draws). Per run: ``label_noise_l1`` (mean of ``||eps_i||_1``),
 ``label_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given label; LS's is ``-alpha (1 - 1/K)``) and the
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import TrainConfig, noise_summary, resolve_config
 from ..errors import InputError
-from ..evaluation import noise_summary
 from ..io import write_csv
 from ..report import markdown_table, mean_std
 from ._common import load_cached, numeric_metrics, tidy_rows, train_sweep_run, write_results
@@ -109,7 +109,7 @@ def fmt_factor(value: Any) -> str:
 
 def ess_grid(cfg: dict, noise: str | None = None) -> list[float | str]:
     """``ess_factors``: positive factors of N, and ``"auto"`` (ess chosen by the engine on the validation split,
-    :mod:`varsmooth.ess_search`; needs ``val_fraction > 0``)."""
+    :mod:`varsmooth.engine.ess_search`; needs ``val_fraction > 0``)."""
     per_noise = (cfg.get("noise_options") or {}).get(noise, {}) if noise is not None else {}
     values = per_noise.get("ess_factors", cfg.get("ess_factors"))
     if not isinstance(values, list) or not values:
@@ -175,11 +175,10 @@ def check_configs(configs: Sequence[dict]) -> None:
     """Resolve every run's TrainConfig and build each distinct noise model for its dataset before anything runs,
     so a bad key or an invalid noise (e.g. a class-dependent row outside [0, 1]) fails at once with InputError."""
     from ..data.corruption import parse_noise, transition_matrix
-    from ..train import resolve_config
 
     seen = set()
     for c in configs:
-        t = resolve_config(c["train"])
+        t = resolve_config(TrainConfig.from_dict(c["train"]))
         key = (t.dataset, t.data_dir, repr(sorted(t.data_options.items())), t.noise)
         if key not in seen and parse_noise(t.noise).kind.value != "none":
             seen.add(key)
@@ -214,7 +213,7 @@ def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ())
 def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], list[tuple[dict, dict | None]]]:
     """Run the unfinished configs (runtime: jobs, shard, progress) and rewrite ``results.csv`` from every
     finished run on disk; returns (tidy rows, [(config, metrics or None)])."""
-    from ..sweep import run_sweep
+    from .sweep import run_sweep
 
     check_configs(configs)
     results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress)

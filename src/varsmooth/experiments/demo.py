@@ -6,7 +6,7 @@ atypical and mislabeled examples (Fig. 1, 3), and IVON copes with label errors b
 (Sec. 4.3). On the bundled 5,000-image MNIST subset (no download) with 40% of the training labels flipped:
 
 1. ``accuracy/``: ERM, LS and IVON (MLP 784-256-256-10). Hyperparameters are chosen honestly, on a validation
-   split carved from the *noisy* training set (SPEC section 7, "fair" protocol): LS's alpha from ``ls_alphas`` and
+   split carved from the *noisy* training set (the "fair" protocol, docs/design.md): LS's alpha from ``ls_alphas`` and
    IVON's ess from ``ess_factors`` x N. Why ess is searched at all: ess sets the posterior width
    ``sigma^2 = 1 / (ess (h + delta))`` and so the amount of label noise; ess = N (the paper's default) can be too
    narrow under heavy noise, and too small an ess stops learning (on 3,600 examples ess = N/50 stays at chance).
@@ -30,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..engine import TrainConfig, train
 from ..errors import InputError
 from ..io import read_json, write_json
 from .noise_gallery import (
@@ -89,7 +90,6 @@ def _section(path: Path, title: str, description: str, summary: dict) -> None:
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     from .. import plots
     from ..report import write_report
-    from ..train import train
     from ._common import write_results
 
     check_data_dir(ID, cfg["dataset"], cfg.get("data_dir"))
@@ -103,7 +103,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         data = load_data(runs[0][3], cfg.get("test_subset"), seed)
         table, results = [], {}
         for name, method, value, tcfg in runs:
-            res = train(tcfg, out / "runs" / name, data=data)
+            res = train(TrainConfig.from_dict(tcfg), out / "runs" / name, data=data)
             row = {"name": name, "method": method, "value": value, "ess": res.config.ess}
             row.update({m: float(res.metrics[m]) for m in METRICS if m in res.metrics})
             row["val_pred_acc"] = row.get("val_pred_acc", row["val_acc"])  # point methods: predictive = mean

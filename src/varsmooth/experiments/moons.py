@@ -1,7 +1,7 @@
 """Per-example label noise of IVON on two moons (the paper's blog post; Sec. 3.1 and 3.4).
 
 Paper: "Variational Learning Induces Adaptive Label Smoothing" (2025). Trains logistic regression and a small MLP
-with IVON through the one training engine (:func:`varsmooth.train.train`), then scores every training example and
+with IVON through the one training engine (:func:`varsmooth.engine.train.train`), then scores every training example and
 a grid over the input plane with the label noise of :mod:`varsmooth.noise.network` under IVON's posterior
 ``N(m, diag(sigma^2))``, ``sigma^2 = 1 / (ess (h + delta))``: the expected noise
 ``eps_i = softmax(f_i(m)) - mean_s softmax(f_i(theta_s))`` (Eq. 15, Monte Carlo), the RMS magnitude of the per-step
@@ -31,6 +31,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .. import plots
+from ..engine import TrainConfig, train
+from ..engine.rundata import fetch
 from ..errors import InputError
 from ..io import write_csv
 from ..noise.network import expected_label_noise, linearized_label_noise
@@ -41,8 +43,6 @@ MODELS = ("logreg", "mlp")
 
 
 def _train(cfg: dict[str, Any], model: str, out: Path, progress: bool):
-    from ..train import TrainConfig, train
-
     tc = TrainConfig(
         dataset="moons",
         data_options={"n": int(cfg["n"]), "noise": float(cfg["moons_noise"]), "seed": int(cfg["seed"]),
@@ -67,7 +67,7 @@ def _train(cfg: dict[str, Any], model: str, out: Path, progress: bool):
 def _score(result, cfg: dict[str, Any], progress: bool):
     run = result.run
     pos = run.train_pos
-    x = run.fetch_train(pos).float()
+    x = fetch(run.data.train.features, run.pool_index[pos]).float()
     y = torch.as_tensor(run.labels[pos])
     kw = dict(samples=int(cfg["noise_samples"]), seed=int(cfg["seed"]), batch_size=1024, progress=progress)
     mc = expected_label_noise(result.model, x, result.optimizer, labels=y, **kw)

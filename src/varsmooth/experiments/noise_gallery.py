@@ -2,7 +2,7 @@
 
 Paper: "Variational Learning Induces Adaptive Label Smoothing" (2025), Sec. 3.4 and 4.1. After training with IVON,
 the posterior ``q = N(m, diag(sigma^2))``, ``sigma^2 = 1 / (ess (h + delta))``, turns the label ``y_i`` (one-hot
-``e_{y_i}``) of training example ``i`` into ``y_i + eps_i`` with the expected label noise (Eq. 15, SPEC section 3)
+``e_{y_i}``) of training example ``i`` into ``y_i + eps_i`` with the expected label noise (Eq. 15)
 
     eps_i = softmax(f_i(m)) - E_q[softmax(f_i(theta))]        (K,), S Monte-Carlo samples,
 
@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine import TrainConfig, train
+from ..engine.rundata import fetch
 from ..errors import InputError
 from ..io import atomic_open, write_csv
 
@@ -180,8 +182,6 @@ def ivon_gallery(
 
 def image_fn(run, g: Gallery) -> Callable[[np.ndarray], np.ndarray]:
     """``rows -> images`` (len(rows), ...) of gallery rows, read from the run's training features on demand."""
-    from ..rundata import fetch
-
     return lambda rows: fetch(run.data.train.features, g.index[np.asarray(rows)]).cpu().numpy()
 
 
@@ -419,7 +419,6 @@ def _pair_figure(path: Path, images, g: Gallery, pair, ls: np.ndarray, names) ->
 
 # ----------------------------------------------------------------------------------------------------- experiment
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
-    from ..train import train
     from ._common import write_results
 
     check_data_dir(ID, cfg["dataset"], cfg.get("data_dir"))
@@ -429,7 +428,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     with torch_threads(cfg.get("threads")):
         tcfg = train_config(cfg, "ivon", {"ess_factor": cfg["ess_factor"]})
         data = load_data(tcfg, cfg.get("test_subset"), seed)
-        result = train(tcfg, out / "runs" / "ivon", data=data)
+        result = train(TrainConfig.from_dict(tcfg), out / "runs" / "ivon", data=data)
         g = ivon_gallery(
             result,
             samples=int(cfg["noise_samples"]),

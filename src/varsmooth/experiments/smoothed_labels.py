@@ -5,7 +5,7 @@ smoothed labels form a K x K matrix whose row c averages the smoothed label vect
 labelled c:
 
 * IVON: ``M[c] = mean_{i: y_i = c} (e_c + eps_i)`` with the expected label noise of IVON's posterior
-  ``eps_i = softmax(f_i(m)) - E_q[softmax(f_i(theta))]`` (SPEC section 3; S Monte-Carlo samples). Each row sums
+  ``eps_i = softmax(f_i(m)) - E_q[softmax(f_i(theta))]`` (Sec. 3.4; S Monte-Carlo samples). Each row sums
   to 1 because ``eps_i`` sums to 0.
 * LS (Eq. 1): ``M = (1 - alpha) I + alpha / K``, the same for every example, no training needed.
 * OLS (Zhang et al. 2021): the soft-label matrix it learned, row c = mean softmax of the training examples of
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import TrainConfig, train
 from ..errors import InputError
 from ..io import atomic_open, write_csv
 from .noise_gallery import check_data_dir, ivon_gallery, load_data, torch_threads, train_config
@@ -121,7 +122,6 @@ def _heatmap(path: Path, eps: np.ndarray, classes: list[int], names: list[str]) 
 
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     from .. import plots
-    from ..train import train
     from ._common import write_results
 
     check_data_dir(ID, cfg["dataset"], cfg.get("data_dir"))
@@ -136,8 +136,8 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         data = load_data(ivon_cfg, cfg.get("test_subset"), seed)
         k = data.num_classes
         classes = plot_classes(cfg.get("classes"), k, seed)  # checked before training
-        ivon = train(ivon_cfg, out / "runs" / "ivon", data=data)
-        ols = train(ols_cfg, out / "runs" / "ols", data=data)
+        ivon = train(TrainConfig.from_dict(ivon_cfg), out / "runs" / "ivon", data=data)
+        ols = train(TrainConfig.from_dict(ols_cfg), out / "runs" / "ols", data=data)
         g = ivon_gallery(ivon, samples=int(cfg["noise_samples"]), seed=seed, progress=progress)
     y_onehot = np.eye(k)[g.labels]
     m_ivon, counts = class_average(g.labels, y_onehot + g.noise, k)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from varsmooth.errors import InputError
-from varsmooth.sweep import parse_shard, run_sweep
+from varsmooth.experiments.sweep import parse_shard, run_sweep
 
 RUN = "_sweep_toy:toy_run"
 

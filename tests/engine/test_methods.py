@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
+from varsmooth.engine import TrainConfig, resolve_config, train
+from varsmooth.engine.methods import METHODS, build_method, method_defaults
+from varsmooth.engine.trainconfig import finalize_config
 from varsmooth.errors import InputError
-from varsmooth.methods import METHODS, build_method, method_defaults
 from varsmooth.optim import IVON, SAM
-from varsmooth.train import TrainConfig, resolve_config, train
-from varsmooth.trainconfig import finalize_config
 
 FAST = dict(progress=False, device="cpu", save_train_predictions=False, test_samples=4)
 

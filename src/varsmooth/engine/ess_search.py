@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -30,8 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .io import atomic_write, write_json
+from ..errors import InputError
+from ..io import atomic_write, read_json, write_json
+from .trainconfig import RESUME_FREE
 
 __all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
 
@@ -68,6 +70,34 @@ def _rank_key(scores: dict) -> tuple[float, float]:
     return -acc, nll
 
 
+def _fingerprint(cfg) -> dict:
+    """What a search's rungs depend on: the config without the options that may change on resume."""
+    return {k: v for k, v in json.loads(json.dumps(cfg.to_dict(), default=str)).items() if k not in RESUME_FREE}
+
+
+def _finished_rungs(state_file: Path, cfg, factors: list[float]) -> list[dict]:
+    """The rungs a previous call of the same search recorded in ``state_file`` ([] if none or another search)."""
+    if not state_file.exists():
+        return []
+    state = read_json(state_file)
+    same = state.get("config") == _fingerprint(cfg) and state.get("grid") == [f"{f:g}" for f in factors]
+    return list(state.get("rungs", [])) if same else []
+
+
+def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged) -> dict[str, dict]:
+    """Train each surviving factor to ``epochs`` (resuming its folder) and read its validation scores."""
+    scores: dict[str, dict[str, Any]] = {}
+    for f in alive:
+        folder = root / SEARCH_DIR / f"f{f:g}"
+        try:
+            cand = _candidate(cfg, f, n_train, epochs)
+            metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
+            scores[f"{f:g}"] = {k: metrics.get(k) for k in (SCORE, TIE_BREAK, "val_acc", "sigma_median")}
+        except diverged as err:
+            scores[f"{f:g}"] = {SCORE: None, TIE_BREAK: None, "diverged": str(err)}
+    return scores
+
+
 def search_ess(
     cfg,
     n_train: int,
@@ -91,22 +121,26 @@ def search_ess(
     factors = list(dict.fromkeys(float(f) for f in cfg.ess_grid))
     with tempfile.TemporaryDirectory(prefix="varsmooth-ess-") as tmp:
         root = Path(tmp) if out is None else out
+        state_file = root / SEARCH_DIR / "search.json"
+        done = _finished_rungs(state_file, cfg, factors)  # a re-run reuses the rungs already scored
         alive, rungs, cost = factors, [], 0
         # rungs on the schedule's length, so a run stopped early and continued makes the same choice
         for epochs in sorted({min(e, cfg.epochs) for e in rung_epochs(cfg.schedule_epochs, len(factors))}):
-            scores: dict[str, dict[str, Any]] = {}
-            for f in alive:
-                cb = copy.deepcopy(list(callbacks))
-                folder = root / SEARCH_DIR / f"f{f:g}"
-                try:
-                    metrics = run_fn(_candidate(cfg, f, n_train, epochs), folder, callbacks=cb, warn=False).metrics
-                    scores[f"{f:g}"] = {k: metrics.get(k) for k in (SCORE, TIE_BREAK, "val_acc", "sigma_median")}
-                except diverged as err:
-                    scores[f"{f:g}"] = {SCORE: None, TIE_BREAK: None, "diverged": str(err)}
-            cost += epochs * len(alive) - (rungs[-1]["epochs"] * len(alive) if rungs else 0)
-            ranked = sorted(alive, key=lambda f: _rank_key(scores[f"{f:g}"]))  # stable: ties keep grid order
-            alive = ranked[: math.ceil(len(alive) / 2)]
-            rungs.append({"epochs": epochs, "scores": scores, "kept": [f"{f:g}" for f in alive]})
+            previous = rungs[-1]["epochs"] if rungs else 0
+            if len(done) > len(rungs) and done[len(rungs)]["epochs"] == epochs:
+                rung = done[len(rungs)]
+            else:
+                rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
+                                                                callbacks, diverged)}  # fmt: skip
+                ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"]))  # ties keep grid order
+                rung["kept"] = [f"{f:g}" for f in ranked[: math.ceil(len(alive) / 2)]]
+            cost += (epochs - previous) * len(alive)
+            alive = [f for f in alive if f"{f:g}" in rung["kept"]]
+            alive.sort(key=lambda f: rung["kept"].index(f"{f:g}"))
+            rungs.append(rung)
+            if out is not None:  # progress: a killed search resumes after its last scored rung
+                write_json(state_file, {"config": _fingerprint(cfg), "grid": [f"{f:g}" for f in factors],
+                                        "rungs": rungs})  # fmt: skip
         chosen = alive[0]
         cost += cfg.epochs - (rungs[-1]["epochs"] if rungs else 0)
         record = {
@@ -126,7 +160,7 @@ def search_ess(
             final.mkdir(parents=True, exist_ok=True)
             atomic_write(final / "checkpoint.pt", winner.read_bytes())
         if out is not None:
-            write_json(out / SEARCH_DIR / "search.json", record)
+            write_json(state_file, {"config": _fingerprint(cfg), **record})
         result = run_fn(_candidate(cfg, chosen, n_train, cfg.epochs, final=True), final, callbacks=callbacks,
                         record={"ess_search": record})  # fmt: skip
         result.metrics.update(ess_factor_chosen=chosen, ess_search_cost_runs=record["cost_runs"])

@@ -22,15 +22,23 @@ own statistics (``sync=True``); DDP's wrapper is not used, so nothing syncs whil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
+from ..losses import OnlineLabelSmoothing, label_smoothing_cross_entropy
+from ..optim import IVON
+from ..optim.ivon import predictive_probs
+from ..optim.sam import SAM as SAMOptimizer
+from ..optim.sam import disable_running_stats, enable_running_stats
 from .parallel import DistContext
+
+if TYPE_CHECKING:
+    from .trainconfig import TrainConfig
 
 __all__ = ["METHODS", "Method", "StepOutput", "build_method", "hessian_warning", "method_defaults"]
 
@@ -41,44 +49,20 @@ class StepOutput:
     logits: torch.Tensor  # (B, K) training-mode logits of the step (IVON: at its first sample), detached
 
 
-# Defaults chosen for MNIST-scale CPU runs (MLP, batch 128, ~10 epochs); the paper's values (App. C.2) are in the
-# comments and are reachable through TrainConfig.
-_SGD_DEFAULTS = {"lr": 0.05, "weight_decay": 5e-4, "schedule": "step"}  # paper: lr 0.05, wd 1e-3, x0.1 @100,150
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "erm": dict(_SGD_DEFAULTS),
-    "ls": {**_SGD_DEFAULTS, "alpha": 0.1},
-    "ols": {**_SGD_DEFAULTS, "alpha": 0.5},
-    "sam": {**_SGD_DEFAULTS, "rho": 0.05},
-    # paper (CIFAR-10): lr 0.2, wd 1e-3, h0 0.9, beta2 1 - 1e-5, ess = N, 5 warm-up epochs then cosine; here beta2
-    # and ess are left to the run's length and data (varsmooth.trainconfig.finalize_config)
-    "ivon": {"lr": 0.5, "weight_decay": 5e-4, "schedule": "cosine", "hess_init": 0.5},
-    "ivon-fixed-h": {"lr": 0.5, "weight_decay": 5e-4, "schedule": "cosine", "hess_init": 0.5},
-}
-METHODS: tuple[str, ...] = tuple(METHOD_DEFAULTS)
-
-
-def method_defaults(name: str) -> dict[str, Any]:
-    """The default hyperparameters of method ``name`` (lr, weight_decay, schedule and method options)."""
-    check_method(name)
-    return dict(METHOD_DEFAULTS[name])
-
-
-def check_method(name: str) -> str:
-    if name not in METHOD_DEFAULTS:
-        raise InputError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
-    return name
-
-
 class Method:
     """Base strategy: plain cross-entropy with SGD + momentum. Subclasses override ``loss`` or ``train_step``."""
 
     name = "erm"
     variational = False
+    # TrainConfig values this method fills in where the config has None: chosen for MNIST-scale CPU runs (MLP,
+    # batch 128, ~10 epochs). The paper's SGD baselines (App. C.2): lr 0.05, weight decay 1e-3, x0.1 at epochs
+    # 100 and 150 of 200 -- plain TrainConfig values.
+    defaults: ClassVar[dict[str, Any]] = {"lr": 0.05, "weight_decay": 5e-4, "schedule": "step"}
 
     def __init__(
         self,
         model: nn.Module,
-        cfg,
+        cfg: TrainConfig,
         *,
         num_train: int,
         num_classes: int,
@@ -159,19 +143,17 @@ class Method:
 
 class LS(Method):
     name = "ls"
+    defaults = {**Method.defaults, "alpha": 0.1}
 
     def loss(self, logits, targets):
-        from .losses import label_smoothing_cross_entropy
-
         return label_smoothing_cross_entropy(logits, targets, self.cfg.alpha)
 
 
 class OLS(Method):
     name = "ols"
+    defaults = {**Method.defaults, "alpha": 0.5}  # weight of the hard label
 
-    def __init__(self, model, cfg, **kw):
-        from .losses import OnlineLabelSmoothing
-
+    def __init__(self, model: nn.Module, cfg: TrainConfig, **kw):
         super().__init__(model, cfg, **kw)
         self.ols = OnlineLabelSmoothing(self.num_classes, alpha=cfg.alpha, init_smoothing=cfg.ols_init_smoothing)
         self.ols.to(next(model.parameters()).device)
@@ -199,10 +181,9 @@ class OLS(Method):
 
 class SAM(Method):
     name = "sam"
+    defaults = {**Method.defaults, "rho": 0.05}
 
     def build_optimizer(self):
-        from .optim.sam import SAM as SAMOptimizer
-
         c = self.cfg
         return SAMOptimizer(
             self.params,
@@ -215,8 +196,6 @@ class SAM(Method):
         )
 
     def train_step(self, x, y, *, scale=1.0, global_batch=None):
-        from .optim.sam import disable_running_stats, enable_running_stats
-
         enable_running_stats(self.model)
         loss, logits = self._forward_backward(x, y, scale)
         self.optimizer.first_step(zero_grad=True)
@@ -233,10 +212,11 @@ class SAM(Method):
 class IVONMethod(Method):
     name = "ivon"
     variational = True
+    # paper (CIFAR-10): lr 0.2, wd 1e-3, h0 0.9, beta2 1 - 1e-5, ess = N, 5 warm-up epochs then cosine; here beta2
+    # and ess are left to the run's length and data (trainconfig.finalize_config)
+    defaults = {"lr": 0.5, "weight_decay": 5e-4, "schedule": "cosine", "hess_init": 0.5}
 
     def build_optimizer(self):
-        from .optim import IVON
-
         c = self.cfg
         kwargs = dict(
             lr=c.lr,
@@ -267,8 +247,6 @@ class IVONMethod(Method):
 
     @torch.no_grad()
     def predictive_proba(self, x, samples, generator=None):
-        from .optim.ivon import predictive_probs
-
         was = self.model.training
         try:
             return predictive_probs(self.model, self.optimizer, x, samples=samples, generator=generator).float()
@@ -334,12 +312,24 @@ _CLASSES: dict[str, type[Method]] = {
     "ivon": IVONMethod,
     "ivon-fixed-h": IVONFixedH,
 }
+METHODS: tuple[str, ...] = tuple(_CLASSES)
+
+
+def check_method(name: str) -> str:
+    if name not in _CLASSES:
+        raise InputError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
+    return name
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The defaults of method ``name`` (:attr:`Method.defaults`: lr, weight_decay, schedule, method options)."""
+    return dict(_CLASSES[check_method(name)].defaults)
 
 
 def build_method(
     name: str,
     model: nn.Module,
-    cfg,
+    cfg: TrainConfig,
     *,
     num_train: int,
     num_classes: int,

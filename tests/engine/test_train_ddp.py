@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from varsmooth.checkpoint import load
+from varsmooth.engine import TrainConfig, resolve_config, train
+from varsmooth.engine.checkpoint import load
+from varsmooth.engine.methods import build_method
+from varsmooth.engine.rundata import prepare, seed_int
+from varsmooth.engine.trainconfig import finalize_config
 from varsmooth.io import read_json
-from varsmooth.methods import build_method
 from varsmooth.models import build_model
-from varsmooth.rundata import prepare, seed_int
-from varsmooth.train import TrainConfig, resolve_config, train
-from varsmooth.trainconfig import finalize_config
 
 # 301 examples in batches of 50: the last global batch has one example, so rank 1's last shard is empty
 ARGS = dict(train_subset=301, batch_size=50, epochs=2, seed=4, device="cpu", progress=False, test_samples=2)
@@ -45,7 +45,7 @@ def _torchrun(out, *options):
     assert proc.stdout.count("test acc") == 1  # only rank 0 reports
     assert read_json(out / "config.json")["world_size"] == 2
     ck = load(out / "checkpoint.pt")
-    assert ck["epoch"] == 2 and len(ck["rng"]) == 2  # every rank's random state is kept
+    assert ck.epoch == 2 and len(ck.rng) == 2  # every rank's random state is kept
     return ck
 
 
@@ -60,11 +60,11 @@ def test_sgd_methods_two_processes_equal_one_process(method, tmp_path):
     """Gradients averaged over ranks; OLS gathers every rank's logits so its matrix is the one-process matrix."""
     ck = _torchrun(tmp_path / "ddp", "--method", method, "--noise", "symmetric:0.2")
     single = train(TrainConfig(method=method, noise="symmetric:0.2", **ARGS))
-    _close(ck["model"], single.model.state_dict())
+    _close(ck.model, single.model.state_dict())
     if method == "ols":
-        assert torch.equal(ck["method"]["ols"]["counts"], single.method.ols.state_dict()["counts"])
-        assert torch.allclose(ck["method"]["ols"]["matrix"], single.method.ols.matrix, atol=1e-6)
-    for h, s in zip(ck["history"], single.history, strict=True):
+        assert torch.equal(ck.method["ols"]["counts"], single.method.ols.state_dict()["counts"])
+        assert torch.allclose(ck.method["ols"]["matrix"], single.method.ols.matrix, atol=1e-6)
+    for h, s in zip(ck.history, single.history, strict=True):
         assert h["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
         assert h["test_acc"] == pytest.approx(s["test_acc"], abs=2e-3)
 
@@ -98,7 +98,7 @@ def test_ivon_two_processes_equal_two_sample_emulation(tmp_path):
     ck = _torchrun(tmp_path / "ddp", "--method", "ivon", "--schedule", "constant", "--ess-factor", "1",
                    "--beta2", "0.99")  # fmt: skip
     cfg = TrainConfig(method="ivon", schedule="constant", beta2=0.99, **ARGS)
-    _close(ck["model"], _emulate_two_rank_ivon(cfg), atol=1e-5)
+    _close(ck.model, _emulate_two_rank_ivon(cfg), atol=1e-5)
     # each rank drew its own noise: one process with one sample on the whole batch is a different run
     single = train(cfg).model.state_dict()
-    assert max((a - b).abs().max().item() for a, b in zip(ck["model"].values(), single.values(), strict=True)) > 1e-4
+    assert max((a - b).abs().max().item() for a, b in zip(ck.model.values(), single.values(), strict=True)) > 1e-4

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from varsmooth.checkpoint import load
+from varsmooth.engine import TrainConfig, TrainingDiverged, train
+from varsmooth.engine.checkpoint import load
 from varsmooth.errors import InputError
 from varsmooth.io import read_json
-from varsmooth.train import TrainConfig, TrainingDiverged, train
 
 
 def _cfg(method, **kw):
@@ -72,14 +72,14 @@ def test_interrupted_run_resumes_bitwise(method, mnist, tmp_path):
 
     # (1) stop after epoch 2 of the same 4-epoch schedule, then continue to 4 from the checkpoint
     train(_cfg(method, epochs=2), short_dir, data=mnist)
-    assert load(short_dir / "checkpoint.pt")["epoch"] == 2
+    assert load(short_dir / "checkpoint.pt").epoch == 2
     _assert_same_run(full, train(_cfg(method), short_dir, data=mnist), full_dir, short_dir)
 
     # (2) killed by an exception during epoch 3 (after epoch 2's checkpoint), then the same call again
     counter = Counter(fail_at=3)
     with pytest.raises(Boom):
         train(_cfg(method), crash_dir, data=mnist, callbacks=[counter])
-    assert load(crash_dir / "checkpoint.pt")["epoch"] == 2 and not (crash_dir / "final.json").exists()
+    assert load(crash_dir / "checkpoint.pt").epoch == 2 and not (crash_dir / "final.json").exists()
     resumed_counter = Counter()
     resumed = train(_cfg(method), crash_dir, data=mnist, callbacks=[resumed_counter])
     _assert_same_run(full, resumed, full_dir, crash_dir)
@@ -151,6 +151,6 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(method, mnist, tmp_path
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2.*last good checkpoint \(epoch 1\)"):
         train(cfg, tmp_path, data=mnist)
     ck = load(tmp_path / "checkpoint.pt")
-    assert ck["epoch"] == 1 and all(torch.isfinite(t).all() for t in ck["model"].values())
+    assert ck.epoch == 1 and all(torch.isfinite(t).all() for t in ck.model.values())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (tmp_path / "final.json").exists()

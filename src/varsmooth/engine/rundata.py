@@ -10,23 +10,54 @@ The noise mask is ``given != clean`` over the pool; its mean is the realised noi
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import InputError
+from .. import data as datasets  # module attribute: tests swap load_dataset for a cached one
+from ..data import LabeledData
+from ..data.corruption import corrupt_labels, parse_noise, read_noisy_label_file, transition_matrix
+from ..data.validation import validate_features
+from ..errors import InputError
+from .trainconfig import TrainConfig
 
 
 def seed_int(seed: int, stream: int) -> int:
-    """An independent 63-bit seed for ``stream`` of the run seed (numpy's SeedSequence)."""
+    """An independent 63-bit seed for ``stream`` of the run seed (numpy's SeedSequence): the one seeding rule.
+
+    Streams: 1 the training subset, 2 the validation split, 3 data order, 4 (+100 rank) augmentation, 5 (+100 rank)
+    IVON's weight noise, 6 (+100 rank) torch's global stream (dropout), 7 numpy, 8 Python's ``random``, 9 the
+    fixed subset of training examples whose induced label noise is logged, 1000 + epoch the evaluation after that
+    epoch (:func:`eval_seed`), 2000 the final predictions over the training set.
+    """
     return int(np.random.SeedSequence([int(stream), int(seed)]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def eval_seed(seed: int, epoch: int) -> int:
+    """The seed of the predictions made after ``epoch`` (posterior samples at evaluation)."""
+    return seed_int(seed, 1000 + epoch)
+
+
+def seed_run(seed: int, rank: int, device: torch.device) -> dict[str, torch.Generator]:
+    """Seed the global random streams of data-parallel rank ``rank`` and return the run's own generators:
+    ``data`` (the order of examples, shared by all ranks), ``augment`` and ``noise`` (IVON's weight noise)."""
+    gens = {
+        "data": torch.Generator().manual_seed(seed_int(seed, 3)),
+        "augment": torch.Generator(device=device).manual_seed(seed_int(seed, 4 + 100 * rank)),
+        "noise": torch.Generator(device=device).manual_seed(seed_int(seed, 5 + 100 * rank)),
+    }
+    torch.manual_seed(seed_int(seed, 6 + 100 * rank))  # dropout etc.: own stream per rank
+    np.random.seed(seed_int(seed, 7) % 2**32)
+    random.seed(seed_int(seed, 8))
+    return gens
 
 
 @dataclass
 class RunData:
-    data: Any  # varsmooth.data.LabeledData
+    data: LabeledData
     pool_index: np.ndarray  # (P,) indices into data.train of the examples this run uses
     labels: np.ndarray  # (P,) int64 labels trained on (noisy)
     clean_labels: np.ndarray | None  # (P,) int64 true labels, or None when unknown
@@ -43,10 +74,6 @@ class RunData:
     def val_pos(self) -> np.ndarray:
         return np.flatnonzero(self.is_val)
 
-    def fetch_train(self, pos) -> torch.Tensor:
-        """Features of pool positions ``pos`` (B,) as a (B, *input_shape) float tensor."""
-        return fetch(self.data.train.features, self.pool_index[np.asarray(pos)])
-
 
 def fetch(features, idx) -> torch.Tensor:
     """Rows ``idx`` of a feature tensor, or items of a map-style dataset stacked into one tensor."""
@@ -58,24 +85,15 @@ def fetch(features, idx) -> torch.Tensor:
     return torch.stack([features[int(i)] for i in idx])
 
 
-def check_finite(x: torch.Tensor, what: str) -> None:
-    from .data.validation import validate_features
-
-    validate_features(x, name=what)
-
-
-def prepare(cfg, data=None) -> RunData:
+def prepare(cfg: TrainConfig, data: LabeledData | None = None) -> RunData:
     """Load (unless ``data`` is given) and corrupt the data of a resolved TrainConfig; raises InputError."""
-    from .data import load_dataset
-    from .data.corruption import corrupt_labels, parse_noise, read_noisy_label_file, transition_matrix
-
     spec = parse_noise(cfg.noise)  # parse before the (slow) load, so a typo fails fast
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, **(cfg.data_options or {}))
+        data = datasets.load_dataset(cfg.dataset, cfg.data_dir, **(cfg.data_options or {}))
     for split_name in ("train", "test"):
         split = getattr(data, split_name)
         if isinstance(split.features, torch.Tensor):
-            check_finite(split.features, f"{data.name} {split_name} features")
+            validate_features(split.features, name=f"{data.name} {split_name} features")
     k, n0 = data.num_classes, len(data.train)
     given = data.train.labels.numpy().astype(np.int64)
     clean = None if data.train.clean_labels is None else data.train.clean_labels.numpy().astype(np.int64)

@@ -91,7 +91,8 @@ def test_protocol_selection_matches_raw_results(smoke_outputs, exp_id):
             assert table[(norm(value), "fair", label)]["mean"] == cand[best_val]
         fixed = summary["ivon_fixed"][norm(value)]
         paper_ivon = table[(norm(value), "paper", "IVON (mean)")]
-        ess = fixed["ess_factor"] if fixed["ess_factor"] == "auto" else f"{fixed['ess_factor']:g}"  # auto: nothing given
+        # auto: nothing given
+        ess = fixed["ess_factor"] if fixed["ess_factor"] == "auto" else f"{fixed['ess_factor']:g}"
         assert paper_ivon["chosen"] == f"ess_factor={ess}, h0={fixed['h0']:g}"
         ivon_key = (value, "", "ivon", "", "", str(fixed["ess_factor"]), str(fixed["h0"]))
         if column == 1:

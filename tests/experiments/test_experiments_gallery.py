@@ -161,10 +161,11 @@ def test_cpu_presets_need_a_data_dir(tmp_path, capsys):
 @pytest.mark.parametrize("exp", ["noise-gallery", "smoothed-labels", "demo"])
 def test_every_preset_builds_valid_training_configs(exp):
     """Typos in a preset's training options (paper presets never run in the test suite) fail here."""
+    from varsmooth.engine import TrainConfig
+    from varsmooth.engine import resolve_config as resolve_train
     from varsmooth.experiments import presets
     from varsmooth.experiments.demo import _runs
     from varsmooth.experiments.noise_gallery import train_config
-    from varsmooth.train import resolve_config as resolve_train
 
     for name, cfg in presets(exp).items():
         if exp == "demo":
@@ -174,6 +175,6 @@ def test_every_preset_builds_valid_training_configs(exp):
         else:
             configs = [train_config(cfg, "ivon", {"ess_factor": cfg["ess_factor"]})]
         for c in configs:
-            resolved = resolve_train(c)  # raises InputError on an unknown or invalid option
+            resolved = resolve_train(TrainConfig.from_dict(c))  # InputError on an unknown or invalid option
             assert resolved.method == c["method"], name
         assert {"smoke", "cpu", "paper"} <= set(presets(exp))

@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .errors import InputError
-from .io import read_json, write_json
+from ..errors import InputError
+from ..io import read_json, write_json
 
 RunFn = Callable[[dict, Path], dict]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,18 +34,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import LabeledData
+from ..data.transforms import augment_batch
+from ..errors import InputError
+from ..io import append_jsonl, atomic_open, read_json, versions, write_json
+from ..models import build_model
 from . import checkpoint as ckpt
-from .errors import InputError
+from .checkpoint import Checkpoint
 from .ess_search import search_ess
-from .evaluation import evaluate, noise_l2, predict, predict_all
-from .io import append_jsonl, atomic_open, read_json, versions, write_json
+from .evaluation import evaluate, noise_l2, predict_split
 from .methods import Method, StepOutput, build_method, hessian_warning
 from .parallel import DistContext, init_from_env
-from .rundata import RunData, fetch, prepare, seed_int
+from .rundata import RunData, eval_seed, fetch, prepare, seed_int, seed_run
 from .schedules import lr_factor
 from .trainconfig import RESUME_FREE, TrainConfig, finalize_config, resolve_config
 
-__all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train", "resolve_config"]
+__all__ = ["TrainResult", "TrainState", "TrainingDiverged", "build", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,9 +69,12 @@ class TrainState:
     device: torch.device
     history: list[dict]
 
-    def predict(self, x: torch.Tensor, samples: int | None = None) -> torch.Tensor:
-        """Probabilities (B, K) at the mean (``samples`` None) or the posterior predictive over ``samples``."""
-        return predict(self.method, x, self.device, samples, seed_int(self.cfg.seed, 1000 + self.epoch))
+    def predict(self, pos: np.ndarray, samples: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(p_mean, p_pred)`` (M, K) of the pool positions ``pos`` (M,) after this epoch (:func:`predict_split`,
+        seeded like the epoch's evaluation); ``p_pred`` None when ``samples`` is None."""
+        features, index = self.run.data.train.features, self.run.pool_index[np.asarray(pos)]
+        seed = eval_seed(self.cfg.seed, self.epoch)
+        return predict_split(self.method, features, index, samples=samples, seed=seed, device=self.device)
 
 
 @dataclass
@@ -92,8 +100,6 @@ Callback = Callable[[int, TrainState], Any]
 
 
 def _device(name: str) -> torch.device:
-    import os
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
@@ -111,7 +117,7 @@ def factor_now(method: Method) -> float:
     return method.optimizer.param_groups[0]["lr"] / method.base_lrs[0] if method.base_lrs[0] else 0.0
 
 
-def _diverged(cfg, epoch: int, step: int, what: str, out: Path | None, last_good: int) -> TrainingDiverged:
+def _diverged(cfg: TrainConfig, epoch: int, step: int, what: str, out: Path | None, last_good: int) -> TrainingDiverged:
     kept = (
         f"; the last good checkpoint (epoch {last_good}) is kept in {out / 'checkpoint.pt'}"
         if out is not None and last_good > 0
@@ -130,7 +136,11 @@ def _config_diff(saved: dict, new: dict) -> list[str]:
 
 
 def train(
-    cfg: TrainConfig | dict, out: str | Path | None = None, *, callbacks: Sequence[Callback] = (), data=None
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    data: LabeledData | None = None,
 ) -> TrainResult:
     """Train one model with one method; write the run folder ``out`` (None: write nothing) and return the result.
 
@@ -143,11 +153,11 @@ def train(
     InputError (bad input, nothing written) and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint
     stays).
     """
-    cfg = resolve_config(cfg)
+    cfg = resolve_config(cfg)  # a checked copy: every value is checked before the (slow) data load
     if data is not None:
         cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
     run = prepare(cfg, data)
-    cfg = finalize_config(cfg, len(run.train_pos))
+    cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
     out = None if out is None else Path(out)
 
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
@@ -158,26 +168,30 @@ def train(
     return run_fixed(cfg, out)
 
 
-def _train_run(cfg: TrainConfig, out: Path | None, run: RunData, callbacks, record: dict, warn: bool) -> TrainResult:
+def _train_run(
+    cfg: TrainConfig, out: Path | None, run: RunData, callbacks: Sequence[Callback], record: dict, warn: bool
+) -> TrainResult:
     """One run of the finalized ``cfg`` (numeric ess and beta2) on the prepared ``run``; resumes from ``out``."""
     device = _device(cfg.device)
-    resolved = cfg.to_dict()
-    saved = None
+    saved = None  # the checkpoint to resume from
+    saved_config = None  # what the folder says it holds (a run stopped before its first checkpoint: config.json)
     if out is not None and (out / "checkpoint.pt").exists():
         saved = ckpt.load(out / "checkpoint.pt")
+        saved_config = saved.config
     elif out is not None and (out / "config.json").exists():
-        saved = {"config": read_json(out / "config.json").get("config", {})}
-    if saved is not None:
-        diff = _config_diff(saved["config"], resolved)
+        saved_config = read_json(out / "config.json").get("config", {})
+    if saved_config is not None:
+        diff = _config_diff(saved_config, cfg.to_dict())
         if diff:
             raise InputError(
                 f"{out} holds a run with a different config ({', '.join(diff)} differ); "
                 "use another --out or delete the folder"
             )
-        if "labels" in saved and saved["labels"] != ckpt.labels_fingerprint(run.labels, run.pool_index):
+    if saved is not None:
+        if saved.labels is not None and saved.labels != ckpt.labels_fingerprint(run.labels, run.pool_index):
             raise InputError(f"{out} holds a run trained on different labels; use another --out")
-        if saved.get("epoch", 0) > cfg.epochs:
-            raise InputError(f"{out} holds a run already at epoch {saved['epoch']} > epochs={cfg.epochs}")
+        if saved.epoch > cfg.epochs:
+            raise InputError(f"{out} holds a run already at epoch {saved.epoch} > epochs={cfg.epochs}")
 
     dist = init_from_env(device)
     try:
@@ -186,46 +200,48 @@ def _train_run(cfg: TrainConfig, out: Path | None, run: RunData, callbacks, reco
         dist.close()
 
 
+def build(
+    cfg: TrainConfig,
+    run: RunData,
+    device: torch.device,
+    *,
+    dist: DistContext | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[nn.Module, Method]:
+    """The model (initial weights from ``cfg.seed``, the same on every rank) and the method of a run; the global
+    random streams are left as they were. ``generator`` drives IVON's weight noise."""
+    dist = dist or DistContext()
+    data = run.data
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
+    model = model.to(device)
+    dist.broadcast_model(model)
+    method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
+                          dist=dist, generator=generator)  # fmt: skip
+    return model, method
+
+
 def _train(
-    cfg: TrainConfig, out, run: RunData, device, dist: DistContext, saved, callbacks, record: dict, warn: bool
+    cfg: TrainConfig,
+    out: Path | None,
+    run: RunData,
+    device: torch.device,
+    dist: DistContext,
+    saved: Checkpoint | None,
+    callbacks: Sequence[Callback],
+    record: dict,
+    warn: bool,
 ) -> TrainResult:
     data = run.data
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    from .models import build_model
-
-    model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options).to(device)
-    dist.broadcast_model(model)
-    gens = {
-        "data": torch.Generator().manual_seed(seed_int(cfg.seed, 3)),
-        "augment": torch.Generator(device=device).manual_seed(seed_int(cfg.seed, 4 + 100 * dist.rank)),
-        "noise": torch.Generator(device=device).manual_seed(seed_int(cfg.seed, 5 + 100 * dist.rank)),
-    }
-    torch.manual_seed(seed_int(cfg.seed, 6 + 100 * dist.rank))  # dropout etc.: own stream per rank
-    np.random.seed(seed_int(cfg.seed, 7) % 2**32)
-    import random
-
-    random.seed(seed_int(cfg.seed, 8))
-    method = build_method(
-        cfg.method,
-        model,
-        cfg,
-        num_train=len(run.train_pos),
-        num_classes=data.num_classes,
-        dist=dist,
-        generator=gens["noise"],
-    )
+    gens = seed_run(cfg.seed, dist.rank, device)
+    model, method = build(cfg, run, device, dist=dist, generator=gens["noise"])
     history: list[dict] = []
     start = 0
-    if saved is not None and "model" in saved:
-        if len(saved["rng"]) != dist.world_size:
-            raise InputError(f"checkpoint was written by {len(saved['rng'])} processes; this run has {dist.world_size}")
-        model.load_state_dict(saved["model"])
-        method.load_state_dict(saved["method"])
-        ckpt.set_rng_state(saved["rng"][dist.rank], gens)
-        history, start = list(saved["history"]), int(saved["epoch"])
-        for cb, state in zip(callbacks, saved.get("callbacks", []), strict=False):
-            if state is not None and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(state)
+    if saved is not None:  # resume: weights, optimizer, every random state and the callbacks' states
+        ckpt.restore(saved, model, method, generators=gens, rank=dist.rank, world_size=dist.world_size,
+                     callbacks=callbacks)  # fmt: skip
+        history, start = list(saved.history), int(saved.epoch)
     main = dist.is_main
     if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
@@ -273,8 +289,6 @@ def _train(
             )  # fmt: skip
             x = x.to(device, non_blocking=True)
             if data.augment:
-                from .data.transforms import augment_batch
-
                 x = augment_batch(x, data.augment, gens["augment"])
             y = labels[local].to(device, non_blocking=True)
             res: StepOutput = method.train_step(x, y, scale=scale, global_batch=len(batch))
@@ -314,18 +328,18 @@ def _train(
         if out is not None and main:
             ckpt.save(
                 out / "checkpoint.pt",
-                {
-                    "config": cfg.to_dict(),
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "method": {**method.state_dict(), "base_lrs": method.base_lrs},
-                    "rng": rngs,
-                    "history": history,
-                    "data_order": perm,
-                    "schedule": {"epoch": epoch + 1, "steps_per_epoch": steps, "lr_factor": factor_now(method)},
-                    "labels": ckpt.labels_fingerprint(run.labels, run.pool_index),
-                    "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-                },
+                Checkpoint(
+                    config=cfg.to_dict(),
+                    epoch=epoch + 1,
+                    model=model.state_dict(),
+                    method={**method.state_dict(), "base_lrs": method.base_lrs},
+                    rng=rngs,
+                    history=history,
+                    data_order=perm,
+                    schedule={"epoch": epoch + 1, "steps_per_epoch": steps, "lr_factor": factor_now(method)},
+                    labels=ckpt.labels_fingerprint(run.labels, run.pool_index),
+                    callbacks=[cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+                ),
             )
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
@@ -368,7 +382,18 @@ def start_or(history: list[dict]) -> int:
     return history[-1]["epoch"] if history else 0
 
 
-def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs, warn: bool) -> TrainResult:
+def _finish(
+    cfg: TrainConfig,
+    out: Path | None,
+    run: RunData,
+    model: nn.Module,
+    method: Method,
+    device: torch.device,
+    dist: DistContext,
+    history: list[dict],
+    probs: dict[str, np.ndarray] | None,
+    warn: bool,
+) -> TrainResult:
     main = dist.is_main
     metrics, train_probs, train_pred = dict(history[-1]) if history else {}, None, None
     if main:
@@ -376,14 +401,11 @@ def _finish(cfg, out, run: RunData, model, method, device, dist, history, probs,
             extra, probs = evaluate(method, cfg, run, device, cfg.epochs)
             metrics.update(extra)
         if cfg.save_train_predictions:
-            seed = seed_int(cfg.seed, 2000)
-            train_probs = predict_all(
-                method, run.data.train.features, run.pool_index, device, None, seed, cfg.eval_batch_size
-            )
+            train_probs, train_pred = predict_split(
+                method, run.data.train.features, run.pool_index, samples=cfg.test_samples if method.variational
+                else None, seed=seed_int(cfg.seed, 2000), batch_size=cfg.eval_batch_size, device=device,
+            )  # fmt: skip
             if method.variational:
-                train_pred = predict_all(
-                    method, run.data.train.features, run.pool_index, device, cfg.test_samples, seed, cfg.eval_batch_size
-                )
                 metrics["train_noise_l2"] = noise_l2(train_probs, train_pred)
     metrics.update(best_epoch_metrics(history))
     warning = hessian_warning(metrics) if method.variational else None

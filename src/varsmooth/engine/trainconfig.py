@@ -1,7 +1,7 @@
 """Configuration of one training run (:class:`TrainConfig`) and its resolution against the method's defaults.
 
-``None`` fields take the method's default (:data:`varsmooth.methods.METHOD_DEFAULTS`, chosen for MNIST-scale CPU
-runs); the paper's settings (App. C.2) are plain values of these fields, e.g. CIFAR-10 ResNet-34 IVON:
+``None`` fields take the method's default (:attr:`varsmooth.engine.methods.Method.defaults`, chosen for MNIST-scale
+CPU runs); the paper's settings (App. C.2) are plain values of these fields, e.g. CIFAR-10 ResNet-34 IVON:
 ``epochs=200, batch_size=50, weight_decay=1e-3, lr=0.2, hess_init=0.9, warmup_epochs=5`` (cosine, ess = N); SGD
 baselines ``lr=0.05, milestones=[100, 150], momentum=0.9``. :func:`resolve_config` checks every value and raises
 :class:`InputError` naming the bad one.
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
+from ..models import MODELS
 from .methods import check_method, method_defaults
 from .schedules import ScheduleUnit, parse_schedule
 
@@ -33,56 +36,81 @@ DEFAULT_ESS_FACTOR = 1.0
 ESS_GRID = (1.0, 0.25, 0.0625, 0.015625)
 
 
+def _opt(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None, metavar: str | None = None):
+    """A TrainConfig field: its default and the help text that ``varsmooth train --help`` shows for it."""
+    meta = {"help": help, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
-    """One training run. ``None`` means the method's default (see :data:`varsmooth.methods.METHOD_DEFAULTS`)."""
+    """One training run. ``None`` means the method's default (:attr:`varsmooth.engine.methods.Method.defaults`).
 
-    dataset: str = "mnist-subset"
-    data_dir: str | None = None
-    model: str = "mlp"
-    method: str = "erm"
-    noise: str = "none"  # "symmetric:0.4", "pairflip:0.2", "class-dependent:0.3[:0.05]", "none"
-    noisy_labels: str | None = None  # natural noisy label file aligned with the training split
-    noisy_labels_key: str | None = None  # entry of a CIFAR-N .pt file
-    seed: int = 0
-    noise_seed: int | None = None  # seed of the label flips; None: ``seed``
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9  # SGD momentum (erm, ls, ols, sam)
-    schedule: str | None = None  # "step" | "cosine" | "constant"; None: step for SGD methods, cosine for IVON
-    schedule_epochs: int | None = None  # length of the schedule; None: ``epochs``
-    schedule_unit: str = "step"  # cosine/warm-up updated every "step" or every "epoch"
-    milestones: list[int] | None = None  # step schedule; None: 50% and 75% of schedule_epochs (paper: 100, 150)
-    lr_decay: float = 0.1
-    warmup_epochs: float | None = None  # cosine warm-up; None: 2.5% of schedule_epochs (paper: 5 of 200)
-    alpha: float | None = None  # ls: smoothing (default 0.1); ols: weight of the hard label (default 0.5)
-    ols_init_smoothing: float = 0.1
-    rho: float | None = None  # sam neighbourhood (default 0.05)
-    adaptive: bool = False  # adaptive SAM
-    # IVON effective sample size: a number, "auto" (chosen on the noisy validation split, see varsmooth.ess_search),
-    # or None: "auto" when val_fraction > 0 and no ess_factor is given, else ess_factor * number of training examples
-    ess: float | str | None = None
-    ess_factor: float | None = None  # None: DEFAULT_ESS_FACTOR (the most robust single value measured, README)
-    ess_grid: list[float] = field(default_factory=lambda: list(ESS_GRID))  # "auto": candidate factors of N
-    hess_init: float | None = None
-    beta1: float = 0.9
-    # IVON Hessian momentum. None: the Hessian horizon 1 - HESSIAN_HORIZON / total steps (ivon), 1 (ivon-fixed-h)
-    beta2: float | None = None
-    mc_samples: int = 1  # IVON training samples per step
-    test_samples: int = 32  # IVON posterior-predictive samples at evaluation
-    clip_radius: float | None = None  # IVON update clipping; None: no clipping
-    train_subset: int | None = None
-    val_fraction: float = 0.0
-    model_options: dict = field(default_factory=dict)
-    data_options: dict = field(default_factory=dict)
-    device: str = "auto"
-    eval_batch_size: int = 1000
-    eval_every: int = 1  # evaluate every k-th epoch (and always the last): IVON's predictive costs test_samples passes
-    num_workers: int = 0
-    progress: bool = True
-    save_train_predictions: bool = True
+    Every field is also a flag of ``varsmooth train`` (``batch_size`` -> ``--batch-size``), with the help text
+    given here: this class is the one source of the options, their defaults and their documentation.
+    """
+
+    dataset: str = _opt("mnist-subset", "dataset name (mnist-subset, digits and moons are bundled)")
+    data_dir: str | None = _opt(None, "folder with the dataset's files (not needed for bundled sets)")
+    model: str = _opt("mlp", "logreg | mlp | cnn3 | resnet18 | resnet34 | resnet50")
+    method: str = _opt("erm", "erm | ls | ols | sam | ivon | ivon-fixed-h")
+    noise: str = _opt(
+        "none", "synthetic label noise: symmetric:R, pairflip:R, class-dependent:KAPPA[:BETA] or none",
+        metavar="KIND:RATE",
+    )
+    noisy_labels: str | None = _opt(
+        None, "natural noisy training labels (.npy/.csv/.txt, or CIFAR-N .pt), aligned with the training split",
+        metavar="FILE",
+    )
+    noisy_labels_key: str | None = _opt(None, "entry of a CIFAR-N .pt file (e.g. worse_label)")
+    seed: int = _opt(0, "run seed: initial weights, data order, subsets, IVON's weight noise")
+    noise_seed: int | None = _opt(None, "seed of the label flips; None: --seed")
+    epochs: int = _opt(10, "training epochs")
+    batch_size: int = _opt(128, "examples per optimizer step")
+    lr: float | None = _opt(None, "learning rate; None: the method's")
+    weight_decay: float | None = _opt(None, "weight decay; None: the method's")
+    momentum: float = _opt(0.9, "SGD momentum (erm, ls, ols, sam)")
+    schedule: str | None = _opt(None, "step | cosine | constant; None: step for SGD methods, cosine for IVON")
+    schedule_epochs: int | None = _opt(None, "length of the lr schedule in epochs; None: --epochs")
+    schedule_unit: str = _opt("step", "cosine/warm-up updated every 'step' or every 'epoch'")
+    milestones: list[int] | None = _opt(
+        None, "epochs at which the step schedule multiplies the lr by --lr-decay; None: 50% and 75% of the "
+        "schedule (paper: 100, 150)",
+    )
+    lr_decay: float = _opt(0.1, "factor of the step schedule at each milestone")
+    warmup_epochs: float | None = _opt(None, "cosine warm-up; None: 2.5% of the schedule (paper: 5 of 200)")
+    alpha: float | None = _opt(None, "ls: smoothing rate (default 0.1); ols: weight of the hard label (default 0.5)")
+    ols_init_smoothing: float = _opt(0.1, "ols: smoothing of the soft-label matrix before its first epoch")
+    rho: float | None = _opt(None, "sam: neighbourhood size (default 0.05)")
+    adaptive: bool = _opt(False, "sam: adaptive SAM")
+    ess: float | str | None = _opt(
+        None, "IVON effective sample size: a number, or 'auto' (chosen on the noisy validation split by successive "
+        "halving); None: 'auto' when --val-fraction > 0 and no --ess-factor is given, else ess-factor * N",
+    )
+    ess_factor: float | None = _opt(None, "ess = factor * N; None: DEFAULT_ESS_FACTOR (1)")
+    ess_grid: list[float] = _opt(help="ess 'auto': the candidate factors of N", factory=lambda: list(ESS_GRID))
+    hess_init: float | None = _opt(None, "IVON Hessian initialisation h0; None: the method's")
+    beta1: float = _opt(0.9, "IVON gradient momentum")
+    beta2: float | None = _opt(
+        None, "IVON Hessian momentum; None: the Hessian horizon 1 - HESSIAN_HORIZON / total steps (ivon), "
+        "1 (ivon-fixed-h)",
+    )
+    mc_samples: int = _opt(1, "IVON training samples per step")
+    test_samples: int = _opt(32, "IVON posterior-predictive samples at evaluation")
+    clip_radius: float | None = _opt(None, "IVON update clipping; None: no clipping")
+    train_subset: int | None = _opt(None, "train on N random examples of the training split", metavar="N")
+    val_fraction: float = _opt(0.0, "hold out this fraction of the (noisy) training pool as a validation split")
+    model_options: dict = _opt(help="keyword arguments of the model, e.g. '{\"hidden\": [128]}'", factory=dict,
+                               metavar="JSON")  # fmt: skip
+    data_options: dict = _opt(help="keyword arguments of the dataset loader", factory=dict, metavar="JSON")
+    device: str = _opt("auto", "cpu | cuda | cuda:N | auto")
+    eval_batch_size: int = _opt(1000, "examples per forward pass at evaluation")
+    eval_every: int = _opt(1, "evaluate every k-th epoch and the last (IVON's predictive costs test_samples passes)")
+    num_workers: int = _opt(0, "processes loading batches (lazy image datasets)")
+    progress: bool = _opt(True, "progress bars")
+    save_train_predictions: bool = _opt(True, "predict every training example at the end (arrays.npz)")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -103,12 +131,13 @@ RESUME_FREE = (
 )  # fmt: skip
 
 
-def resolve_config(cfg: TrainConfig | dict) -> TrainConfig:
-    """A copy with every ``None`` default filled in for the method, checked; raises InputError."""
-    cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else dataclasses.replace(cfg)
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """A copy with every ``None`` default filled in for the method, checked; raises InputError. ``cfg`` itself is
+    not changed."""
+    cfg = dataclasses.replace(cfg, milestones=None if cfg.milestones is None else list(cfg.milestones),
+                              ess_grid=list(cfg.ess_grid), model_options=dict(cfg.model_options),
+                              data_options=dict(cfg.data_options))  # fmt: skip
     method = check_method(cfg.method)
-    from .models import MODELS
-
     if cfg.model not in MODELS:  # fail before a (possibly slow) dataset load
         raise InputError(f"unknown model {cfg.model!r}; allowed: {', '.join(MODELS)}")
     for key, value in method_defaults(method).items():

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from varsmooth import checkpoint as ckpt
+from varsmooth.engine import TrainConfig, resolve_config
+from varsmooth.engine import checkpoint as ckpt
+from varsmooth.engine.rundata import seed_int
+from varsmooth.engine.schedules import lr_factor
 from varsmooth.errors import InputError
+from varsmooth.io import torch_save
 from varsmooth.metrics import accuracy, classification_metrics, ece, nll
-from varsmooth.rundata import seed_int
-from varsmooth.schedules import lr_factor
-from varsmooth.train import TrainConfig, resolve_config
 
 
 def test_step_schedule_matches_multisteplr():
@@ -87,7 +88,7 @@ def test_metrics_against_naive_loops():
 def test_resolve_config_fills_method_defaults_and_checks():
     c = resolve_config(TrainConfig(method="sam", epochs=200))
     assert c.lr == 0.05 and c.rho == 0.05 and c.schedule == "step" and c.milestones == [100, 150]
-    c = resolve_config({"method": "ivon", "epochs": 200})
+    c = resolve_config(TrainConfig(method="ivon", epochs=200))
     assert c.schedule == "cosine" and c.warmup_epochs == 5.0 and c.beta2 is None  # set once N is known
     assert resolve_config(TrainConfig(method="ivon-fixed-h")).beta2 == 1.0
     assert resolve_config(TrainConfig(method="ls")).alpha == 0.1
@@ -104,17 +105,17 @@ def test_resolve_config_fills_method_defaults_and_checks():
                        ({"weight_decay": float("inf")}, "weight_decay"), ({"method": "ivon", "ess_grid": []}, "grid"),
                        ({"method": "ivon", "ess_grid": [1.0, -2.0]}, "ess_grid")]:  # fmt: skip
         with pytest.raises(InputError, match=match):
-            resolve_config(bad)
+            resolve_config(TrainConfig.from_dict(bad))
 
 
 def test_rng_state_round_trip_through_checkpoint_file(tmp_path):
     gens = {"data": torch.Generator().manual_seed(1), "noise": torch.Generator().manual_seed(2)}
     torch.manual_seed(3), np.random.seed(4), random.seed(5)
-    ckpt.save(tmp_path / "c.pt", {"rng": [ckpt.rng_state(gens)]})
+    torch_save({"rng": [ckpt.rng_state(gens)]}, tmp_path / "c.pt")
     draw = lambda: (torch.rand(3), torch.rand(2, generator=gens["data"]), torch.randn(2, generator=gens["noise"]),  # noqa: E731
                     np.random.rand(2), np.random.randn(), random.random())  # fmt: skip
     first = draw()
-    ckpt.set_rng_state(ckpt.load(tmp_path / "c.pt")["rng"][0], gens)  # loads with weights_only=True
+    ckpt.set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"][0], gens)  # as the engine loads
     second = draw()
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from enum import Enum
 
-from .errors import InputError
+from ..errors import InputError
 
 
 class Schedule(str, Enum):
