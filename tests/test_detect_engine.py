@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from varsmooth.commands import noise as noise_cmd
+from varsmooth.commands import suspects as suspects_cmd
 from varsmooth.data import LabeledData, LabeledSplit
 from varsmooth.detect import EpochScorer, ScoreMethod, rank_suspects, score_checkpoint
 from varsmooth.engine import TrainConfig, predict_split, train
@@ -109,13 +109,13 @@ def digits_run(tmp_path_factory):
 
 def _parse(argv):
     p = argparse.ArgumentParser()
-    noise_cmd.add_arguments(p)
+    suspects_cmd.add_arguments(p)
     return p.parse_args(argv)
 
 
 def test_noise_command_writes_ranked_csv_grid_and_summary(digits_run, tmp_path):
     out = tmp_path / "suspects"
-    assert noise_cmd.main(_parse([str(digits_run), "--out", str(out), "--samples", "4", "--top", "16"])) == 0
+    assert suspects_cmd.main(_parse([str(digits_run), "--out", str(out), "--samples", "4", "--top", "16"])) == 0
     rows = read_csv(out / "suspects.csv")
     arrays = np.load(digits_run / "arrays.npz")
     assert len(rows) == 400 and [int(r["rank"]) for r in rows] == list(range(1, 401))
@@ -139,16 +139,16 @@ def test_score_checkpoint_is_deterministic_and_methods_rerank(digits_run):
     b = score_checkpoint(digits_run / "checkpoint.pt", samples=3, seed=1)
     for name in a.scores:
         np.testing.assert_array_equal(a.scores[name], b.scores[name])
-    rows = noise_cmd.suspect_rows(a, "noise")
+    rows = suspects_cmd.suspect_rows(a, "noise")
     assert [r["score"] for r in rows] == sorted(a.scores["noise"], reverse=True)
 
 
 def test_cli_errors(digits_run, tmp_path):
     from varsmooth.cli import main
 
-    assert main(["noise", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
-    assert main(["noise", str(digits_run), "--method", "bogus", "--out", str(tmp_path / "o")]) == 2
-    assert main(["noise", str(digits_run), "--samples", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["suspects", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["suspects", str(digits_run), "--method", "bogus", "--out", str(tmp_path / "o")]) == 2
+    assert main(["suspects", str(digits_run), "--samples", "0", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()  # nothing half-written
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read checkpoint"):

@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("varsmooth.commands.run", "run an experiment (a paper figure); with no argument, the default demo"),
     "list": ("varsmooth.commands.listing", "list every experiment and its presets"),
     "train": ("varsmooth.commands.train", "train one model with one method on one (possibly noisy) dataset"),
-    "noise": ("varsmooth.commands.noise", "score every training example of an IVON checkpoint: suspects, ranked"),
+    "suspects": ("varsmooth.commands.suspects", "score every training example of an IVON checkpoint: suspects, ranked"),
     "report": ("varsmooth.commands.report", "write one self-contained report.html for a results folder"),
 }
 

@@ -1,7 +1,7 @@
-"""``varsmooth noise CHECKPOINT --out DIR``: rank every training example of an IVON run by how suspect it is.
+"""``varsmooth suspects CHECKPOINT --out DIR``: rank every training example of an IVON run by how suspect it is.
 
 Example: ``varsmooth train --dataset mnist --data-dir D --method ivon --noise symmetric:0.2 --out runs/ivon``,
-then ``varsmooth noise runs/ivon --data-dir D --out runs/ivon/suspects``. Writes into ``DIR``:
+then ``varsmooth suspects runs/ivon --data-dir D --out runs/ivon/suspects``. Writes into ``DIR``:
 
 - ``suspects.csv``: one row per training example, most suspect first (:func:`varsmooth.detect.rank_suspects`),
   columns ``rank, index`` (into the dataset's training split), ``given_label, predicted_label`` (argmax of the
