@@ -1,0 +1,191 @@
+"""IVON without tuning: the Hessian horizon (beta2 from the run length), ess chosen by successive halving on the
+noisy validation split, and the posterior diagnostics with the warning when h has not moved."""
+
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from varsmooth.engine.ess_search import SEARCH_DIR, rung_epochs
+from varsmooth.engine.evaluation import noise_summary
+from varsmooth.engine.methods import hessian_warning
+from varsmooth.engine.train import TrainConfig, resolve_config, train
+from varsmooth.engine.trainconfig import HESSIAN_HORIZON, finalize_config, hessian_horizon_beta2
+from varsmooth.errors import InputError
+from varsmooth.experiments import resolve_config as resolve_preset
+from varsmooth.experiments._compare import comparison_configs
+from varsmooth.io import read_json
+
+BASE = dict(dataset="digits", model="mlp", method="ivon", noise="symmetric:0.3", val_fraction=0.2, epochs=4,
+            batch_size=64, test_samples=2, progress=False, device="cpu", seed=1, model_options={"hidden": [32]})
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**BASE, **kw})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# beta2: the Hessian horizon
+
+
+def test_beta2_horizon_from_run_length_and_explicit_value_wins():
+    cfg = resolve_config(_cfg(ess_factor=1.0))
+    assert cfg.beta2 is None  # unknown until the training-set size is
+    done = finalize_config(cfg, n_train=1000)
+    steps = cfg.schedule_epochs * math.ceil(1000 / cfg.batch_size)
+    assert done.beta2 == pytest.approx(1 - HESSIAN_HORIZON / steps) and done.ess == 1000.0
+    assert cfg.beta2 is None and cfg.ess is None  # the input is not changed
+    assert math.exp(-HESSIAN_HORIZON) == pytest.approx(done.beta2**steps, rel=0.05)  # h0's weight at the end
+    assert finalize_config(resolve_config(_cfg(beta2=0.999)), n_train=1000).beta2 == 0.999
+    assert finalize_config(resolve_config(_cfg(method="ivon-fixed-h")), n_train=1000).beta2 == 1.0
+    assert finalize_config(resolve_config(_cfg(method="erm")), n_train=1000).beta2 is None  # not an IVON run
+    assert hessian_horizon_beta2(1) == 0.0 and hessian_horizon_beta2(4, 2.0) == 0.5
+    with pytest.raises(InputError, match="training split is empty"):
+        finalize_config(cfg, n_train=0)
+
+
+@pytest.mark.parametrize("exp_id", ["noisy-accuracy", "fixed-hessian", "hessian-init"])
+def test_paper_presets_keep_beta2_of_the_paper(exp_id):
+    cfg = resolve_preset(exp_id, "paper", {"data_dir": "/nonexistent"})
+    if exp_id == "noisy-accuracy":
+        configs = comparison_configs(cfg, [(n, n, {}) for n in cfg["noises"]])[0]
+    else:
+        configs = importlib.import_module(f"varsmooth.experiments.{exp_id.replace('-', '_')}").build(cfg)
+    ivon = [c for c in configs if c["train"]["method"] == "ivon"]
+    assert ivon and all(c["train"]["beta2"] == 0.99999 for c in ivon)
+    for c in ivon[:2]:  # the engine keeps the preset's explicit value
+        assert finalize_config(resolve_config(TrainConfig.from_dict(c["train"])), 45000).beta2 == 0.99999
+
+
+def test_run_records_resolved_beta2_and_resume_keeps_it(tmp_path):
+    cfg = _cfg(ess_factor=1.0, epochs=2, schedule_epochs=4)
+    first = train(cfg, tmp_path)
+    saved = read_json(tmp_path / "config.json")["config"]
+    assert saved["beta2"] == first.config.beta2 < 1 and saved["ess"] == first.config.ess
+    steps = 4 * math.ceil(len(first.run.train_pos) / 64)
+    assert saved["beta2"] == pytest.approx(1 - HESSIAN_HORIZON / steps)  # from the schedule, not from epochs=2
+    resumed = train(_cfg(ess_factor=1.0, epochs=4, schedule_epochs=4), tmp_path)  # epochs grow: same beta2
+    assert resumed.config.beta2 == saved["beta2"]
+    assert resumed.optimizer.param_groups[0]["beta2"] == saved["beta2"]
+    fresh = train(_cfg(ess_factor=1.0, epochs=4, schedule_epochs=4))
+    for a, b in zip(resumed.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# diagnostics and the warning
+
+
+def test_diagnostics_every_epoch_match_the_optimizer_state(tmp_path):
+    result = train(_cfg(ess_factor=1.0, epochs=3), tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in lines] == [1, 2, 3]
+    for h in lines:
+        for key in ("h_ratio_q05", "h_ratio_median", "h_ratio_q95", "sigma_q05", "sigma_median", "sigma_q95",
+                    "hess_init_weight", "train_noise_l1", "train_noise_l2", "train_noise_on_label"):  # fmt: skip
+            assert key in h and math.isfinite(h[key]), key
+        assert h["h_ratio_q05"] <= h["h_ratio_median"] <= h["h_ratio_q95"]
+        assert h["train_noise_l1"] > 0  # IVON induces label noise on the training examples
+    opt = result.optimizer
+    group = opt.param_groups[0]
+    h = torch.cat([opt.state[p]["hess"].reshape(-1) for p in group["params"]]).double()
+    steps = max(int(opt.state[p]["step"]) for p in group["params"])
+    last = lines[-1]
+    assert last["h_ratio_median"] == pytest.approx(float(np.quantile((h / group["hess_init"]).numpy(), 0.5)))
+    sigma = (group["ess"] * (h + group["weight_decay"])).rsqrt().numpy()
+    assert last["sigma_q95"] == pytest.approx(float(np.quantile(sigma, 0.95)))
+    assert last["hess_init_weight"] == pytest.approx(group["beta2"] ** steps)
+    assert last["h_ratio_median"] < 0.9  # with the horizon, h has moved away from h0
+
+
+def test_warning_when_h_has_not_moved(tmp_path, capsys):
+    stuck = train(_cfg(ess_factor=1.0, epochs=2, beta2=0.99999), tmp_path / "stuck")
+    err = capsys.readouterr().err
+    assert err.count("varsmooth: warning: IVON's Hessian has not moved") == 1
+    assert read_json(tmp_path / "stuck" / "final.json")["warnings"] == [hessian_warning(stuck.metrics)]
+    assert stuck.metrics["h_ratio_median"] > 0.99  # it really did not move
+    moved = train(_cfg(ess_factor=1.0, epochs=2), tmp_path / "moved")
+    assert "warning" not in capsys.readouterr().err and "warnings" not in moved.metrics
+    assert hessian_warning({"hess_init_weight": 0.9, "beta2": 1.0}) is None  # fixed h is not a failure
+
+
+def test_noise_summary_against_a_loop():
+    rng = np.random.default_rng(0)
+    p_mean, p_pred = rng.dirichlet(np.ones(4), 50), rng.dirichlet(np.ones(4), 50)
+    labels, mask = rng.integers(0, 4, 50), rng.random(50) < 0.3
+    s = noise_summary(p_mean, p_pred, labels=labels, noise_mask=mask)
+    eps = [p_mean[i] - p_pred[i] for i in range(50)]
+    assert s["l1"] == pytest.approx(sum(sum(abs(e)) for e in eps) / 50, rel=1e-12)
+    assert s["l2"] == pytest.approx(sum(math.sqrt(sum(e * e)) for e in eps) / 50, rel=1e-12)
+    assert s["on_label"] == pytest.approx(sum(eps[i][labels[i]] for i in range(50)) / 50, rel=1e-12)
+    noisy = [sum(abs(eps[i])) for i in range(50) if mask[i]]
+    assert s["l1_noisy"] == pytest.approx(sum(noisy) / len(noisy), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ess: auto
+
+
+def test_rung_epochs():
+    assert rung_epochs(40, 4) == [10, 20] and rung_epochs(40, 3) == [10, 20] and rung_epochs(40, 2) == [20]
+    assert rung_epochs(40, 1) == [] and rung_epochs(2, 4) == [1, 1]
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("auto")
+    return out, train(_cfg(ess_grid=[1.0, 0.25, 0.0625]), out)
+
+
+def test_auto_is_the_default_with_a_validation_split_and_needs_one():
+    assert resolve_config(_cfg()).ess == "auto"
+    assert resolve_config(_cfg(ess_factor=0.5)).ess is None  # a factor given: no search
+    assert resolve_config(_cfg(val_fraction=0.0)).ess is None
+    with pytest.raises(InputError, match="validation split"):
+        resolve_config(_cfg(ess="auto", val_fraction=0.0))
+
+
+def test_auto_records_grid_scores_and_choice(auto_run):
+    out, result = auto_run
+    record = read_json(out / "config.json")["ess_search"]
+    state = read_json(out / SEARCH_DIR / "search.json")  # the record plus what it was computed for
+    assert {k: v for k, v in state.items() if k != "config"} == record and state["config"]["ess"] == "auto"
+    assert record["grid"] == ["1", "0.25", "0.0625"] and len(record["rungs"]) == 2
+    first, second = record["rungs"]
+    assert first["epochs"] == 1 and second["epochs"] == 2  # E/4 and E/2 of 4 epochs
+    assert set(first["scores"]) == {"1", "0.25", "0.0625"} and len(first["kept"]) == 2
+    assert set(second["scores"]) == set(first["kept"]) and len(second["kept"]) == 1
+    for rung in record["rungs"]:  # the kept ones are the best by validation predictive accuracy
+        ranked = sorted(rung["scores"], key=lambda f: (-rung["scores"][f]["val_pred_acc"],
+                                                       rung["scores"][f]["val_pred_nll"]))  # fmt: skip
+        assert rung["kept"] == ranked[: len(rung["kept"])]
+    chosen = record["chosen_factor"]
+    assert f"{chosen:g}" == second["kept"][0]
+    n = len(result.run.train_pos)
+    assert result.config.ess == chosen * n == read_json(out / "config.json")["config"]["ess"]
+    assert record["cost_epochs"] == 3 * 1 + 2 * 1 + 2 and record["cost_runs"] == pytest.approx(7 / 4)
+    assert result.metrics["ess_search_cost_runs"] == pytest.approx(7 / 4)
+
+
+def test_auto_final_run_equals_a_fresh_run_at_the_chosen_ess(auto_run):
+    out, result = auto_run
+    fresh = train(_cfg(ess_factor=read_json(out / "config.json")["ess_search"]["chosen_factor"]))
+    for a, b in zip(result.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # the winner continued from its rung checkpoint, bit-exact
+    assert result.metrics["test_acc"] == fresh.metrics["test_acc"]
+    # a rung's recorded score is that of a run stopped at the rung's epoch
+    record = read_json(out / "config.json")["ess_search"]
+    f = record["rungs"][0]["kept"][-1]
+    short = train(_cfg(ess_factor=float(f), epochs=1, schedule_epochs=4))
+    assert record["rungs"][0]["scores"][f]["val_pred_acc"] == short.metrics["val_pred_acc"]
+
+
+def test_auto_rerun_resumes_without_retraining(auto_run):
+    out, result = auto_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")}
+    again = train(_cfg(ess_grid=[1.0, 0.25, 0.0625]), out)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")} == stamps
+    assert again.metrics["test_acc"] == result.metrics["test_acc"]
