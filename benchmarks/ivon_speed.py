@@ -7,7 +7,7 @@ repeat (the headline number), and the median milliseconds per step. ``--floor`` 
 forward+backward alone, drawing one Gaussian per weight (``normal_``), and IVON's sample+accumulate+update without
 the forward/backward, next to AdamW's step alone.
 
-    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor] [--compiled]
+    python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor]
     python benchmarks/ivon_speed.py --device cuda --autocast bf16 --batch 128 --threads 0
 """
 
@@ -61,8 +61,6 @@ def make_optimizers(model: nn.Module, args) -> dict[str, tuple[nn.Module, torch.
     add("ivon", lambda p: IVON(p, **IVON_KW), True)
     if args.reference:
         add("ivon-ref", lambda p: IVON(p, **IVON_KW, foreach=False), True)
-    if args.compiled:  # opt-in torch.compile'd update: compiles during warm-up and prints the time it took
-        add("ivon-comp", lambda p: IVON(p, **IVON_KW, compiled_update=True), True)
     if ivon_opt is not None:
         add("ivon-opt", lambda p: ivon_opt.IVON(p, **IVON_KW), True)
     return out
@@ -165,7 +163,6 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("none", "bf16"), default="none", help="forward under bf16 autocast")
     ap.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model)")
     ap.add_argument("--reference", action="store_true", help="also time IVON's per-parameter reference path")
-    ap.add_argument("--compiled", action="store_true", help="also time IVON(compiled_update=True) (ivon-comp)")
     ap.add_argument("--floor", action="store_true", help="also time the pieces that bound IVON's step")
     args = ap.parse_args()
     if args.threads > 0:

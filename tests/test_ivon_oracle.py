@@ -126,32 +126,3 @@ def test_fast_path_equals_reference_path(mc, config):
     assert torch.equal(fast.unused, torch.ones(5, dtype=torch.float64))
     assert fopt.state[fast.unused]["step"] == 0 and fast.frozen not in fopt.state
 
-
-def test_compiled_update_equals_reference_path_and_compiles_once(capsys):
-    """Opt-in ``compiled_update``: the same equations through torch.compile; a scheduler changing lr every step
-    must not recompile (the step's scalars are tensor inputs)."""
-    from torch._dynamo.utils import counters
-
-    runs, graphs = [], counters["stats"]["unique_graphs"]
-    for kw in (dict(compiled_update=True), dict(foreach=False)):
-        model, (x, y) = _model(), _data()
-        opt = IVON(model.parameters(), lr=0.1, ess=40.0, hess_init=0.5, beta2=0.99, weight_decay=1e-3,
-                   clip_radius=0.05, mc_samples=2, **kw)  # fmt: skip
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t))
-        torch.manual_seed(7)
-        for _ in range(30):
-            for _ in range(2):
-                with opt.sampled_params(train=True):
-                    opt.zero_grad()
-                    F.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
-        runs.append((model, opt))
-    assert counters["stats"]["unique_graphs"] - graphs == 1 and len(runs[0][1].compile_seconds) == 1
-    assert "IVON: compiled the update of 4 tensors (103 weights)" in capsys.readouterr().err
-    (comp, copt), (ref, ropt) = runs
-    for p, q in zip(comp.parameters(), ref.parameters(), strict=True):
-        assert _rel(p.detach(), q.detach()) < 1e-10
-        assert _rel(copt.state[p]["hess"], ropt.state[q]["hess"]) < 1e-10
-        assert copt.state[p]["step"] == 30
-    assert _rel(ropt.state[ref[0].weight]["hess"], torch.full((10, 6), 0.5, dtype=torch.float64)) > 1e-2

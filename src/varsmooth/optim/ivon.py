@@ -36,8 +36,7 @@ whole-bucket arithmetic is one kernel per operation while parameters themselves 
 bucket is drawn with one ``normal_`` call. State per parameter: ``step``, ``momentum``, ``hess``, ``has_grad`` and,
 while a step is being accumulated, the sums ``grad_sum`` = sum_s g_s and ``hess_sum`` = sum_s g_s e_s (price) or
 sum_s g_s^2 (gradsq); the param groups count ``samples``. State tensors have the parameter's device and its dtype
-promoted to at least float32; ``state_dict()`` round-trips them exactly. ``compiled_update=True`` (opt-in) runs the
-multi-tensor update of a whole bucket through ``torch.compile``.
+promoted to at least float32; ``state_dict()`` round-trips them exactly.
 
 Noise source. By default noise comes from the device's global RNG, in the same order as ``ivon-opt`` (one draw
 of group size per param group), so ``torch.manual_seed`` reproduces its noise exactly. ``generator=`` (constructor)
@@ -53,8 +52,6 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -64,8 +61,6 @@ from torch import Tensor, nn
 from .ivon_functional import (
     STATE_KEYS,
     Bucket,
-    fused_coefficients,
-    fused_update,
     mark_scale_valid,
     refresh_scale,
     update_multi,
@@ -96,8 +91,6 @@ class IVON(torch.optim.Optimizer):
         clip_radius: elementwise clip of the preconditioned update (> 0). sync: all-reduce statistics over ranks.
         debias: divide g by (1 - beta1^t). rescale_lr: use alpha (h0 + delta) as the step size.
         foreach: True/None = multi-tensor path, False = per-parameter reference path (same results).
-        compiled_update: opt-in; the multi-tensor update of a whole bucket runs through ``torch.compile`` (the
-            same equations fused into one loop; the first step per bucket shape compiles and prints its time).
         generator: a ``torch.Generator`` for the noise (its state goes into ``state_dict``); default: global RNG.
     Raises ``ValueError`` naming the first invalid hyperparameter.
     """
@@ -122,7 +115,6 @@ class IVON(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         generator: torch.Generator | None = None,
-        compiled_update: bool = False,
     ):
         defaults = dict(
             lr=lr, ess=ess, hess_init=hess_init, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
@@ -135,9 +127,6 @@ class IVON(torch.optim.Optimizer):
             raise ValueError(f"Invalid hess_approx: {hess_approx!r} (must be 'price' or 'gradsq')")
         self.mc_samples, self.hess_approx = mc_samples, HessApprox(hess_approx)
         self.sync, self.foreach = sync, foreach is not False
-        # opt-in: the update of a whole bucket through torch.compile (one fused loop; compiles once per bucket shape)
-        self._fused = torch.compile(fused_update, fullgraph=True, dynamic=False) if compiled_update else None
-        self.compile_seconds: dict[tuple, float] = {}  # bucket signature -> one-off compile (+ first call) time
         self._generators: dict[torch.device, torch.Generator] = {}
         if generator is not None:
             self._generators[generator.device] = generator
@@ -325,10 +314,7 @@ class IVON(torch.optim.Optimizer):
                     continue
                 if self.foreach:
                     refresh_scale(b, group)
-                    if self._fused is not None and len(idx) == len(b.params) and len({s["step"] for s in states}) == 1:
-                        self._update_fused(b, states, group, price)
-                    else:
-                        update_multi(b, states, idx, group, group["samples"], price)
+                    update_multi(b, states, idx, group, group["samples"], price)
                     mark_scale_valid(b, group)
                 else:
                     update_reference([b.params[i] for i in idx], [states[i] for i in idx], group, group["samples"],
@@ -337,23 +323,6 @@ class IVON(torch.optim.Optimizer):
                     states[i]["has_grad"] = False
             group["samples"] = 0
         return loss
-
-    def _update_fused(self, b: Bucket, states: list[dict], group: dict, price: bool) -> None:
-        """The compiled whole-bucket update; the first call per bucket shape compiles and prints its time."""
-        step = states[0]["step"] + 1
-        f = b.flat
-        c = fused_coefficients(group, group["samples"], step, f["hess"].device, f["hess"].dtype)
-        key = tuple((p.shape, p.dtype, p.device) for p in b.params)
-        t0 = time.perf_counter()
-        self._fused(b.params, f["momentum"], f["hess"], f["grad_sum"], f["hess_sum"], f["scale"], c, price,
-                    group["beta2"] < 1, not math.isinf(group["clip_radius"]))  # fmt: skip
-        if key not in self.compile_seconds:
-            self.compile_seconds[key] = time.perf_counter() - t0
-            n = sum(p.numel() for p in b.params)
-            print(f"IVON: compiled the update of {len(b.params)} tensors ({n} weights) in "
-                  f"{self.compile_seconds[key]:.1f} s", file=sys.stderr)  # fmt: skip
-        for s in states:
-            s["step"] = step
 
     def _run_closure(self, closure):
         """Call ``closure`` ``mc_samples`` times, each inside a sample unless samples are already pending (the

@@ -158,35 +158,3 @@ def refresh_scale(b: Bucket, group: dict) -> None:
 def mark_scale_valid(b: Bucket, group: dict) -> None:
     b.scale_key = (group["ess"], group["weight_decay"], id(b.flat["hess"]), b.flat["hess"]._version)
 
-
-def fused_update(ps: list[Tensor], mom: Tensor, h: Tensor, gs: Tensor, hs: Tensor, sc: Tensor, c: Tensor,
-                 price: bool, learn_h: bool, clip: bool) -> None:  # fmt: skip
-    """The whole-bucket update as one function of flat state, for ``torch.compile`` to fuse into one loop.
-
-    ``c`` holds the step's scalars as a tensor (so that a scheduler changing them does not recompile):
-    1 - beta1, 1/S, 1 - beta2, 0.5 (1 - beta2)^2 lambda, delta, lambda, alpha', 1 / (1 - beta1^t), r.
-    """
-    one_b1, inv_s, one_b2, c2, wd, ess, lr, inv_bias, r = c.unbind()
-    mom.lerp_(gs * inv_s, one_b1)
-    if learn_h:  # nu = -u = (h_hat - h) / sqrt(lambda (h + delta))
-        nu = hs * inv_s - h / sc if price else (ess * inv_s * hs - h) / sc
-        h.add_(one_b2 * nu * sc + c2 * nu * nu)
-    hw = h + wd
-    m = torch.cat([p.reshape(-1) for p in ps]).to(h.dtype)
-    step = (mom * inv_bias + wd * m) / hw
-    if clip:
-        step = step.clamp(-r, r)
-    new = m - lr * step
-    for p, v in zip(ps, new.split([p.numel() for p in ps]), strict=True):
-        p.copy_(v.view_as(p))
-    if learn_h:
-        sc.copy_((hw * ess).sqrt())
-
-
-def fused_coefficients(group: dict, samples: int, step: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The scalars of :func:`fused_update` for one bucket at step count ``step``."""
-    b1, b2, ess = group["beta1"], group["beta2"], group["ess"]
-    lr, bias = coefficients(group, step)
-    r = group["clip_radius"] if not math.isinf(group["clip_radius"]) else 0.0
-    values = [1 - b1, 1 / samples, 1 - b2, 0.5 * (1 - b2) ** 2 * ess, group["weight_decay"], ess, lr, 1 / bias, r]
-    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
