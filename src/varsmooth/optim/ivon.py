@@ -288,9 +288,8 @@ class IVON(torch.optim.Optimizer):
         ``closure`` (as for torch optimizers, e.g. under Lightning) computes the loss and its gradients; it is
         called ``mc_samples`` times, each inside ``sampled_params(train=True)`` (a closure that opens that block
         itself, as for ivon-opt, joins it; with samples already accumulated it is called as is), and the mean of
-        its return values is returned. Under
-        ``torch.amp.GradScaler`` (``scaler.step(opt)``) the sums are unscaled here and a step whose sums are not
-        finite is skipped: h, momentum, the mean and the step counts stay as they were.
+        its return values is returned. Under ``torch.amp.GradScaler`` (``scaler.step(opt)``) the sums are unscaled
+        here and a step whose sums are not finite is skipped: h, momentum, the mean and the step counts stay.
         """
         loss = None
         if closure is not None:
