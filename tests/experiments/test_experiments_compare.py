@@ -199,3 +199,44 @@ def C_natural():
     from varsmooth.experiments import natural_noise
 
     return natural_noise
+
+
+
+def _same(cell: str, value) -> bool:
+    try:
+        return float(cell) == float(value)
+    except (TypeError, ValueError):
+        return str(cell) == str(value)
+
+
+@pytest.mark.parametrize("exp_id", IDS)
+def test_summary_states_its_claims_and_their_verdicts_recompute_from_results(smoke_outputs, exp_id):
+    from varsmooth import claims as K
+
+    root, _ = smoke_outputs
+    summary = json.loads((root / exp_id / "summary.json").read_text())
+    assert summary["claims"], exp_id
+    for c in summary["claims"]:
+        assert {"claim", "figure", "setting", "rule", "verdict", "numbers"} <= set(c)
+        assert c["figure"].startswith("Fig. ") and c["verdict"] in {v.value for v in K.Verdict}
+    rows = read_rows(root / exp_id / "results.csv")
+    test_acc = [r for r in rows if r["metric"] == "test_acc"]
+    for c in summary["claims"]:
+        if "range" in c["numbers"]:  # spread_at_most over h0 >= h0_from
+            grid = {}
+            for r in test_acc:
+                if all(_same(r[k], v) for k, v in c["numbers"]["rows"]["all"].items()):
+                    if float(r["h0"]) >= c["numbers"]["h0_from"]:
+                        grid.setdefault(float(r["h0"]), {})[int(r["seed"])] = float(r["value"])
+            verdict, numbers = K.spread_at_most(grid, limit=c["numbers"]["limit"])
+            assert verdict.value == c["verdict"] and numbers["range"] == pytest.approx(c["numbers"]["range"])
+            continue
+        side = {
+            key: {int(r["seed"]): float(r["value"]) for r in test_acc
+                  if all(_same(r[k], v) for k, v in c["numbers"]["rows"][key].items())}
+            for key in ("a", "b")
+        }  # fmt: skip
+        assert all(len(s) == len(c["numbers"]["seeds"]) for s in side.values())
+        rule = K.comparable if c["claim"].startswith("IVON is comparable") else K.outperforms
+        verdict, numbers = rule(side["a"], side["b"], margin=0.01)
+        assert verdict.value == c["verdict"] and numbers["diff_mean"] == pytest.approx(c["numbers"]["diff_mean"])

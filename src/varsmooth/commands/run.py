@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import experiments as ex
 from ..errors import InputError
 from ..experiments.sweep import parse_shard
+from ..summary import summarize
 
 DEFAULT_EXPERIMENT = "demo"
 
@@ -39,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress)
     out = Path(args.out or f"runs/{exp_id}-{preset}")
-    summary = ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
-    print(f"{exp_id} ({preset}) done in {summary['wall_time_s']:.1f}s -> {out}")
+    ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
+    # the answer on stdout (progress bars are on stderr, so stdout can be piped)
+    print(summarize(out))
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..engine import TrainConfig, TrainingDiverged, train
 from ..errors import InputError
+from ..summary import summarize
 
 
 def _options(text: str) -> dict:
@@ -98,4 +99,5 @@ def main(args: argparse.Namespace) -> int:
         line += f", label noise {m['noise_realised_rate']:.3f}"
     if result.method.dist.is_main:
         print(f"{line} -> {args.out}")
+        print(summarize(args.out))  # stdout; progress bars are on stderr
     return 0

@@ -408,6 +408,9 @@ def comparison_configs(
     return configs, fixed
 
 
+_FIGURES = {"kappa": "Fig. 7"}  # the paper figure of a comparison by its setting column, when not given
+
+
 def run_comparison(
     cfg: dict[str, Any],
     out: Path,
@@ -417,11 +420,13 @@ def run_comparison(
     setting: str,
     curves: bool = True,
     relabel: dict[str, Any] | None = None,
+    figure: str | None = None,
 ) -> dict[str, Any]:
     """Run :func:`comparison_configs` and write table.md, selection.csv, accuracy_vs_hyperparameter.png (when
     ``curves``) and summary_<protocol>.png (bars per ``setting`` value); returns the summary. ``relabel``: tag
     values to set on every run (e.g. the noise column of natural-noise runs, whose engine noise is "none")."""
     from .. import plots
+    from ._claims import comparison_claims
 
     configs, fixed = comparison_configs(cfg, settings)
     for c in configs:
@@ -467,6 +472,9 @@ def run_comparison(
         "protocols": protocols,
         "ivon_fixed": {str(k): v for k, v in fixed.items()},
         "table": summary_rows,
+        # the paper's claims (figure: Fig. 5/8 noisy-accuracy, Fig. 7 class-dependent, Fig. 9 natural-noise)
+        "claims": comparison_claims(table, setting=setting, figure=figure or _FIGURES.get(setting, "Fig. 5"),
+                                    sam_figure=None if figure or setting in _FIGURES else "Fig. 8"),
         "ivon_label_noise": ivon_noise_summary(recs, keys=(setting, "ess_factor", "h0")),
         "figures": figures,
         **progress_note(results),

@@ -18,6 +18,7 @@ from typing import Any
 from .. import plots
 from ..report import markdown_table
 from . import _compare as C
+from ._claims import fixed_hessian_claims
 from .noisy_accuracy import noises
 
 ID = "fixed-hessian"
@@ -90,4 +91,5 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
                 title="IVON: learned vs fixed h (test accuracy at the mean)",
             ).name  # fmt: skip
         )
-    return {"table": table, "learned_minus_best_fixed": gaps, "figures": figures, **C.progress_note(results)}
+    return {"table": table, "learned_minus_best_fixed": gaps, "claims": fixed_hessian_claims(recs), "figures": figures,
+            **C.progress_note(results)}

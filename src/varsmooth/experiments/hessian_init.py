@@ -19,6 +19,7 @@ import numpy as np
 from .. import plots
 from ..report import markdown_table
 from . import _compare as C
+from ._claims import hessian_init_claims
 from .noisy_accuracy import noises
 
 ID = "hessian-init"
@@ -79,4 +80,5 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
                 title="IVON test accuracy vs h0",
             ).name  # fmt: skip
         )
-    return {"table": table, "spread": spread, "figures": figures, **C.progress_note(results)}
+    return {"table": table, "spread": spread, "claims": hessian_init_claims(recs, h0_from=spread_from),
+            "figures": figures, **C.progress_note(results)}

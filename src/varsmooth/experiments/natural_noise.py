@@ -76,5 +76,5 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     run_cfg = dict(cfg)
     run_cfg["train"] = {**(cfg.get("train") or {}), **options}
     summary = C.run_comparison(run_cfg, out, runtime or Runtime(), [(source, "none", {})], setting="noise",
-                               relabel={"noise": source})  # fmt: skip
+                               relabel={"noise": source}, figure="Fig. 9")  # fmt: skip
     return {"label_source": source, "stand_in": bool(cfg.get("stand_in")) and "stand-in" in source, **summary}

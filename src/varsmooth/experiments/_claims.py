@@ -1,0 +1,109 @@
+"""The paper claims each comparison experiment tests, as ``summary.json["claims"]`` entries (:mod:`varsmooth.claims`).
+
+Every function takes what the experiment already selected (per-seed test accuracies, ``{seed: acc}``) and returns
+a list of :func:`varsmooth.claims.claim` dicts. ``numbers`` also holds ``chosen`` (the hyperparameters of both sides),
+so a reader can recompute the verdict from ``results.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..claims import claim, comparable, outperforms, spread_at_most
+
+MARGIN = 0.01  # one point of accuracy
+OUTPERFORMS_RULE = "outperforms(a, b, margin=0.01): mean over paired seeds of test_acc(a) - test_acc(b) >= 0.01"
+COMPARABLE_RULE = "comparable(a, b, margin=0.01): |mean over paired seeds of test_acc(a) - test_acc(b)| <= 0.01"
+
+
+def _with(c: dict[str, Any], **numbers: Any) -> dict[str, Any]:
+    c["numbers"].update(numbers)
+    return c
+
+
+def _hp(chosen: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as a dict, from a dict or compare_table's text ``"alpha=0.1, h0=0.5"`` (``"-"``: none)."""
+    if isinstance(chosen, Mapping):
+        return dict(chosen)
+    return dict(part.split("=", 1) for part in str(chosen).split(", ") if "=" in part)
+
+
+def comparison_claims(
+    table: Sequence[Mapping[str, Any]], *, setting: str, figure: str, sam_figure: str | None = None
+) -> list[dict[str, Any]]:
+    """ "IVON outperforms the best LS" and "IVON is comparable to the best SAM", per ``setting`` value and protocol.
+
+    ``table``: :func:`._compare.compare_table` rows (``setting``, ``protocol``, ``method``, ``chosen``, ``values``).
+    IVON is its mean (``"IVON (mean)"``): the paper protocol's fixed setting, or the fair protocol's selection.
+    """
+    rows = {(str(r[setting]), r["protocol"], r["method"]): r for r in table}
+    out = []
+    for value, protocol in dict.fromkeys((str(r[setting]), r["protocol"]) for r in table):
+        ivon = rows.get((value, protocol, "IVON (mean)"))
+        if ivon is None:
+            continue
+        where = f"{setting}={value}, {protocol} protocol"
+        for label, text, rule, fn, fig in (
+            ("best LS", "IVON outperforms the best Label Smoothing", OUTPERFORMS_RULE, outperforms, figure),
+            ("best SAM", "IVON is comparable to the best SAM", COMPARABLE_RULE, comparable, sam_figure or figure),
+        ):
+            other = rows.get((value, protocol, label))
+            if other is None:
+                continue
+            c = claim(text, fig, where, rule.replace("(a, b", f"(IVON (mean), {label}"),
+                      fn(ivon["values"], other["values"], margin=MARGIN))  # fmt: skip
+            method = {"best LS": "ls", "best SAM": "sam"}[label]
+            # rows: the results.csv columns that pick each side's runs (one per seed), to recompute the verdict
+            sides = {"a": {"method": "ivon", setting: value, **_hp(ivon["chosen"])},
+                     "b": {"method": method, setting: value, **_hp(other["chosen"])}}  # fmt: skip
+            out.append(_with(c, chosen={"a": ivon["chosen"], "b": other["chosen"]}, protocol=protocol, rows=sides))
+    return out
+
+
+def _column(recs: Sequence[Mapping[str, Any]]) -> str:
+    """The corruption column of the records ("corruption", or "noise" in folders written before the rename)."""
+    return "corruption" if recs and "corruption" in recs[0] else "noise"
+
+
+def fixed_hessian_claims(recs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """ "learned h outperforms fixed h" (Fig. 6) per (corruption, ess factor): IVON (``ivon``) against IVON with h
+    fixed (``ivon-fixed-h``), each at the h0 with the best mean validation accuracy. ``recs``: the runs' records."""
+    from ._compare import select
+
+    col, out = _column(recs), []
+    for corruption, ess_factor in dict.fromkeys((r[col], r["ess_factor"]) for r in recs):
+        here = [r for r in recs if r[col] == corruption and r["ess_factor"] == ess_factor]
+        learned, fixed = (select([r for r in here if r["method"] == m], hp=("h0",), report="test_acc", by="val_acc")
+                          for m in ("ivon", "ivon-fixed-h"))  # fmt: skip
+        if learned is None or fixed is None:
+            continue
+        c = claim("IVON with a learned Hessian outperforms IVON with a fixed one (beta2 = 1)", "Fig. 6",
+                  f"{corruption}, ess {ess_factor}, h0 chosen on validation",
+                  OUTPERFORMS_RULE.replace("(a, b", "(learned h, best fixed h"),
+                  outperforms(learned["values"], fixed["values"], margin=MARGIN))  # fmt: skip
+        sides = {side: {"method": m, col: corruption, "ess_factor": ess_factor, **sel["chosen"]}
+                 for side, m, sel in (("a", "ivon", learned), ("b", "ivon-fixed-h", fixed))}  # fmt: skip
+        out.append(_with(c, chosen={"a": learned["chosen"], "b": fixed["chosen"]}, rows=sides))
+    return out
+
+
+def hessian_init_claims(
+    recs: Sequence[Mapping[str, Any]], *, h0_from: float, limit: float = 0.10
+) -> list[dict[str, Any]]:
+    """ "accuracy varies by at most ``limit`` for h0 >= ``h0_from``" (Fig. 10) per (corruption, ess factor), from the
+    IVON runs' ``test_acc`` (mean over seeds per h0)."""
+    col, out = _column(recs), []
+    for corruption, ess_factor in dict.fromkeys((r[col], r["ess_factor"]) for r in recs):
+        grid: dict[float, dict[int, float]] = {}
+        for r in recs:
+            if r[col] == corruption and r["ess_factor"] == ess_factor and float(r["h0"]) >= h0_from and "test_acc" in r:
+                grid.setdefault(float(r["h0"]), {})[int(r["seed"])] = float(r["test_acc"])
+        c = claim(f"IVON's accuracy varies by at most {100 * limit:.0f} points for h0 >= {h0_from:g}", "Fig. 10",
+                  f"{corruption}, ess {ess_factor}",
+                  f"spread_at_most(limit={limit:g}): max - min over h0 >= {h0_from:g} of the mean over seeds of "
+                  "test_acc <= limit", spread_at_most(grid, limit=limit))  # fmt: skip
+        out.append(
+            _with(c, rows={"all": {"method": "ivon", col: corruption, "ess_factor": ess_factor}}, h0_from=h0_from)
+        )
+    return out
