@@ -15,7 +15,7 @@ import pytest
 from varsmooth import plots
 from varsmooth.commands import report as report_cmd
 from varsmooth.errors import InputError
-from varsmooth.io import read_csv, versions, write_csv, write_json
+from varsmooth.io import read_csv, read_json, versions, write_csv, write_json
 from varsmooth.report import aggregate, format_value, markdown_table, mean_std, results_table, write_report
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
@@ -234,3 +234,25 @@ def test_every_figure_renders_in_headless_chromium(results_dir, tmp_path):
     broken = tmp_path / "broken.html"
     broken.write_text(html_text[:start] + "AAAA" + html_text[start + 40 :], encoding="utf-8")
     assert _images_loaded(broken, tmp_path / "profile") == (3, 4)
+
+
+def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):
+    from varsmooth.claims import claim, outperforms, spread_at_most
+
+    out = tmp_path / "copy"
+    shutil.copytree(results_dir, out)
+    summary = read_json(out / "noisy-accuracy" / "summary.json")
+    summary["claims"] = [
+        claim("IVON outperforms the best Label Smoothing", "Fig. 5", "corruption=symmetric:0.2, fair protocol",
+              "outperforms", outperforms({0: 0.95, 1: 0.93}, {0: 0.93, 1: 0.92})),
+        claim("h0 spread", "Fig. 10", "x", "spread_at_most", spread_at_most({0.1: {0: 0.9}, 1.0: {0: 0.5}}, limit=0.1)),
+    ]  # fmt: skip
+    write_json(out / "noisy-accuracy" / "summary.json", summary)
+    page = write_report(out).read_text(encoding="utf-8")
+    assert page.index('id="claims"') < page.index("<nav>")  # before the contents and every section
+    claims = page[page.index('id="claims"') : page.index("</section>", page.index('id="claims"'))]
+    assert claims.count("<tr>") == 3 and "v-agrees" in claims and "not testable here" in claims
+    assert "94.0 vs 92.5, diff +1.5 ± 0.7 points, 2 seed(s)" in claims
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert md.index("## Paper claims") < md.index("## noisy-accuracy")
+    assert "| noisy-accuracy | Fig. 5 | IVON outperforms the best Label Smoothing |" in md

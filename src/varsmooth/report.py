@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import atomic_write, read_csv, read_json
+from .report_tables import CLAIM_COLUMNS, claim_rows
 
 MARKERS = ("config.json", "summary.json", "results.csv")
 SKIP_DIRS = {"runs"}
@@ -275,7 +276,8 @@ th{background:#f0f3f7;text-align:left} tr:nth-child(even) td{background:#fafbfc}
 font-variant-numeric:tabular-nums;white-space:nowrap} .kv td:first-child{font-family:monospace;color:#333}
 .figs{display:flex;flex-wrap:wrap;gap:14px} figure{margin:0;border:1px solid #e5e5e5;padding:6px;background:#fff}
 figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;color:#666;text-align:center}
-.problem{color:#a00} details summary{cursor:pointer;color:#555;font-size:13px}
+.problem{color:#a00} .claims td{white-space:normal} .v-agrees{color:#070;font-weight:600}
+.v-disagrees{color:#b00;font-weight:600} details summary{cursor:pointer;color:#555;font-size:13px}
 .scroll{max-height:560px;overflow:auto;display:inline-block;max-width:100%} .scroll th{position:sticky;top:0}
 """
 
@@ -347,6 +349,23 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
     return "\n".join(h), "\n".join(md)
 
 
+def _claims_html(rows: Sequence[Mapping[str, str]]) -> str:
+    """The claims table at the top of the page (empty string when no experiment states a claim)."""
+    if not rows:
+        return ""
+    body = "".join(
+        "<tr>" + "".join(f"<td class=v-{html.escape(r[c].split()[0])}>{html.escape(r[c])}</td>" if c == "verdict"
+                         else f"<td>{html.escape(r[c])}</td>" for c in CLAIM_COLUMNS) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    head = "".join(f"<th>{c}</th>" for c in CLAIM_COLUMNS)
+    return (
+        '<section id="claims"><h2>Paper claims: verdicts</h2><p class="note">each rule is code '
+        "(varsmooth.claims), paired over seeds; fewer than 2 seeds: not testable here</p>"
+        f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
+    )
+
+
 def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_rows: int = 100) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/results.md``; return the HTML path.
 
@@ -372,6 +391,10 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         "</li>"
         for s in sections
     )
+    claims = claim_rows((s.title, s.summary) for s in sections)
+    claims_html, claims_md = _claims_html(claims), ""
+    if claims:
+        claims_md = "## Paper claims\n\n" + markdown_table(claims, CLAIM_COLUMNS) + "\n"
     when = datetime.datetime.now().isoformat(timespec="seconds")
     n_fig = sum(len(s.figures) for s in sections)
     page = (
@@ -380,11 +403,11 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>"
         f"<h1>{html.escape(title)}</h1><div class=meta>{html.escape(str(root.resolve()))} · generated {when}"
         f" · {len(sections)} sections, {n_fig} figures</div>"
-        f"<nav><h3>Contents</h3><ol>{toc}</ol></nav>\n"
+        f"{claims_html}<nav><h3>Contents</h3><ol>{toc}</ol></nav>\n"
         + "\n".join(p[0] for p in parts)
         + f"</main><script>{SCRIPT}</script></body></html>\n"
     )
-    atomic_write(root / "results.md", f"# {title}\n\n" + "\n".join(p[1] for p in parts))
+    atomic_write(root / "results.md", f"# {title}\n\n" + claims_md + "\n".join(p[1] for p in parts))
     out = root / "report.html"
     atomic_write(out, page)
     return out
