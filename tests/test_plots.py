@@ -208,3 +208,75 @@ def test_bar_plot_rows_aggregates_over_seeds(tmp_path, monkeypatch):
             vals = [r["value"] for r in rows if r["method"] == m and r["kappa"] == k]
             assert seen["values"][m][gi] == pytest.approx(np.mean(vals), abs=1e-12)
             assert seen["errors"][m][gi] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+
+
+def _display_points(artist) -> np.ndarray:
+    """(n, 2) display coordinates of what an artist draws: a line's vertices, a collection's path vertices and
+    offsets, a patch's corners (empty for artists that draw nothing)."""
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if isinstance(artist, Line2D):
+        xy = np.asarray(artist.get_xydata(), dtype=float)
+        return artist.get_transform().transform(xy) if xy.size else np.empty((0, 2))
+    if isinstance(artist, Collection):
+        pts = [artist.get_transform().transform(p.vertices) for p in artist.get_paths() if len(p.vertices)]
+        offsets = np.asarray(artist.get_offsets(), dtype=float)
+        if offsets.size and len(artist.get_paths()) <= 1:
+            pts.append(artist.get_offset_transform().transform(offsets))
+        return np.concatenate(pts) if pts else np.empty((0, 2))
+    if isinstance(artist, Patch):
+        return artist.get_transform().transform(artist.get_path().vertices)  # includes the patch's own transform
+    return np.empty((0, 2))
+
+
+PLOT_CALLS = {
+    "accuracy_vs_hyperparameter": lambda p: plots.accuracy_vs_hyperparameter(
+        [dict(method=m, alpha=a, rho=a, seed=s, noise=n, metric="test_acc", value=0.5 + a / 2 + s / 100)
+         for m in ("ls", "sam", "ivon") for a in (0.0, 0.5, 0.9) for s in range(2) for n in ("a", "b")],
+        x={"ls": "alpha", "sam": "rho"}, baseline_methods=["ls", "sam"], band_methods=["ivon"], path=p),
+    "image_grid": lambda p: plots.image_grid(np.random.default_rng(0).random((4, 6, 6)), [0.1, 0.2, 0.3, 0.4], p),
+    "smoothed_label_bars": lambda p: plots.smoothed_label_bars(
+        {"ivon": np.eye(3) * 0.9 + 0.03, "ls": np.eye(3) * 0.8 + 0.066}, p),
+    "noise_histogram": lambda p: plots.noise_histogram(
+        {"ivon": np.random.default_rng(0).random(200), "ls": np.full(200, 0.5)}, p),
+    "line_plot": lambda p: plots.line_plot(np.arange(5), {"a": np.arange(5.0), "b": 4 - np.arange(5.0)}, p,
+                                           xlabel="x", ylabel="y"),
+    "bar_plot": lambda p: plots.bar_plot(["ERM", "LS", "IVON"], {"test": [0.9, 0.95, 0.93], "val": [0.6, 0.62, 0.6]},
+                                         p),
+    "bar_plot_rows": lambda p: plots.bar_plot_rows(
+        [dict(kappa=k, method=m, seed=s, metric="test_acc", value=0.9 - k) for k in (0.1, 0.3)
+         for m in ("erm", "ivon") for s in range(2)], group="kappa", path=p),
+}  # fmt: skip
+
+
+def test_no_legend_overlaps_the_data_of_any_plot_function(tmp_path, monkeypatch):
+    import inspect
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    public = {name for name, fn in inspect.getmembers(plots, inspect.isfunction)
+              if fn.__module__ == plots.__name__ and not name.startswith("_") and not name.endswith("_figure")
+              and "path" in inspect.signature(fn).parameters and name != "save_figure"}  # fmt: skip
+    assert public == set(PLOT_CALLS), "every plot function needs a case here"
+    figures = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: (figures.append(fig), real(fig, path, **kw))[1])
+    for name, call in PLOT_CALLS.items():
+        figures.clear()
+        call(tmp_path / f"{name}.png")
+        (fig,) = figures
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                for artist in [*ax.lines, *ax.collections, *ax.patches]:
+                    pts = _display_points(artist)
+                    inside = (pts[:, 0] > box.x0 + 1) & (pts[:, 0] < box.x1 - 1) & (pts[:, 1] > box.y0 + 1) & (
+                        pts[:, 1] < box.y1 - 1)  # fmt: skip
+                    assert not inside.any(), f"{name}: the legend covers {artist} at {pts[inside][:3]}"
+                area = ax.get_window_extent(renderer)  # and the legend stays outside the plot area itself
+                assert not box.overlaps(area) or box.x0 >= area.x1 - 1, f"{name}: legend inside the axes"

@@ -164,6 +164,11 @@ def _figure_legend(fig: Figure) -> None:
         fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
 
 
+def _outside_legend(ax) -> None:
+    """The axes' legend right of its plot area, so it never covers data (bars, lines, histograms)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def _band_keys(rows, method, band_by, method_column) -> list[tuple[str, ...]]:
     return _unique(tuple(str(r.get(c)) for c in band_by) for r in rows if str(r.get(method_column)) == str(method))
 
@@ -360,7 +365,7 @@ def noise_histogram(
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -404,7 +409,7 @@ def line_plot(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(ys) > 1:
-        ax.legend(fontsize=8)
+        _outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -445,7 +450,7 @@ def bar_plot(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
