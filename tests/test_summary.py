@@ -47,13 +47,13 @@ def test_train_prints_the_table_on_stdout(tmp_path, capsys):
     final = read_json(out / "final.json")
     rows = {r["method"]: r for r in _table(stdout)}
     assert set(rows) == {"ivon", "ivon (pred.)"}
-    assert rows["ivon"]["test acc %"] == f"{100 * final['test_acc']:.1f}"
-    assert rows["ivon (pred.)"]["test acc %"] == f"{100 * final['test_pred_acc']:.1f}"
+    assert rows["ivon"]["accuracy %"] == f"{100 * final['test_acc']:.1f}"
+    assert rows["ivon (pred.)"]["accuracy %"] == f"{100 * final['test_pred_acc']:.1f}"
     assert rows["ivon"]["NLL"] == f"{final['test_nll']:.3f}" and rows["ivon"]["ECE"] == f"{final['test_ece']:.3f}"
     assert rows["ivon (pred.)"]["ECE"] == f"{final['test_pred_ece']:.3f}"
     assert rows["ivon"]["chosen"] == f"ess={final['ess']:g}"
     assert stdout.rstrip().endswith(f"files: {out}")
-    assert "test acc %" not in stderr
+    assert "accuracy %" not in stderr
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_run_prints_the_comparison_table_with_numbers_from_the_files(compare_dir
     results = read_csv(compare_dir / "results.csv")
     for row, t in zip(rows, summary["table"], strict=True):
         assert row["method"] == t["method"] and row["protocol"] == t["protocol"] and row["chosen"] == t["chosen"]
-        assert row["test acc %"] == f"{100 * t['mean']:.1f} ± {100 * t['std']:.1f}"
+        assert row["accuracy %"] == f"{100 * t['mean']:.1f} ± {100 * t['std']:.1f}"
         # NLL / ECE: mean over the seeds of results.csv at the chosen setting
         method = {"ERM": "erm", "best LS": "ls", "best SAM": "sam"}.get(t["method"], "ivon")
         pred = "pred" in t["method"]
@@ -111,9 +111,9 @@ def test_demo_summary_rows_come_from_the_selected_runs(tmp_path, capsys):
     rows = {r["method"]: r for r in _table(stdout)}
     assert {"ERM", "LS", "IVON", "IVON (pred.)"} <= set(rows)
     summary = read_json(out / "summary.json")
-    assert rows["ERM"]["test acc %"] == f"{100 * summary['test_acc']['erm']:.1f}"
-    assert rows["LS"]["test acc %"] == f"{100 * summary['test_acc']['ls']:.1f}"
-    assert rows["IVON (pred.)"]["test acc %"] == f"{100 * summary['test_acc']['ivon_predictive']:.1f}"
+    assert rows["ERM"]["accuracy %"] == f"{100 * summary['test_acc']['erm']:.1f}"
+    assert rows["LS"]["accuracy %"] == f"{100 * summary['test_acc']['ls']:.1f}"
+    assert rows["IVON (pred.)"]["accuracy %"] == f"{100 * summary['test_acc']['ivon_predictive']:.1f}"
     assert rows["LS"]["chosen"] == f"alpha={summary['ls_alpha']:g}"
     assert f"AUROC {summary['auroc_predictive']:.3f}" in stdout
     assert f"report: {out / 'report.html'}" in stdout

@@ -25,7 +25,7 @@ from .io import read_csv, read_json
 
 __all__ = ["format_table", "summarize", "summary_rows"]
 
-COLUMNS = ("setting", "protocol", "method", "chosen", "test acc %", "NLL", "ECE", "n")
+COLUMNS = ("setting", "protocol", "method", "chosen", "accuracy %", "NLL", "ECE", "n")
 # (row label, method tag, (acc, nll, ece) metrics) of the engine's final metrics
 _POINT = ("test_acc", "test_nll", "test_ece")
 _PRED = ("test_pred_acc", "test_pred_nll", "test_pred_ece")
@@ -123,11 +123,11 @@ def _comparison_rows(summary: dict, results: list[dict]) -> list[dict[str, str]]
         out.append({
             "setting": str(t.get(setting, "")), "protocol": str(t.get("protocol", "")), "method": str(t["method"]),
             "chosen": str(t.get("chosen", "")),
-            "test acc %": f"{100 * t['mean']:.1f}" + (f" ± {100 * t['std']:.1f}" if t.get("n", 1) > 1 else ""),
+            "accuracy %": f"{100 * t['mean']:.1f}" + (f" ± {100 * t['std']:.1f}" if t.get("n", 1) > 1 else ""),
             "NLL": _mean(vals(nll), ".3f"), "ECE": _mean(vals(ece), ".3f"), "n": str(t.get("n", "")),
         })  # fmt: skip
         if not match and vals(acc):
-            out[-1]["test acc %"] = _pct(vals(acc))
+            out[-1]["accuracy %"] = _pct(vals(acc))
     return out
 
 
@@ -138,7 +138,7 @@ def _variant_rows(summary: dict) -> list[dict[str, str]]:
         name = t.get("variant") or f"ivon h0={t.get('h0')}, ess {t.get('ess_factor')}"
         out.append({"setting": str(t.get("noise", t.get("corruption", ""))),
                     "method": f"{name} ({'pred.' if 'pred' in str(t.get('metric')) else 'mean'})",
-                    "test acc %": f"{100 * t['mean']:.1f}" + (f" ± {100 * t['std']:.1f}" if t.get("n", 1) > 1 else ""),
+                    "accuracy %": f"{100 * t['mean']:.1f}" + (f" ± {100 * t['std']:.1f}" if t.get("n", 1) > 1 else ""),
                     "n": str(t.get("n", ""))})  # fmt: skip
     return out
 
@@ -150,7 +150,7 @@ def _final_rows(final: Mapping[str, Any], method: str, chosen: str = "") -> list
         if _num(final.get(acc)) is None:
             continue
         rows.append({"method": method + (suffix if _num(final.get("test_pred_acc")) is not None else ""),
-                     "chosen": chosen, "test acc %": f"{100 * float(final[acc]):.1f}",
+                     "chosen": chosen, "accuracy %": f"{100 * float(final[acc]):.1f}",
                      "NLL": _mean([final[nll]] if _num(final.get(nll)) is not None else [], ".3f"),
                      "ECE": _mean([final[ece]] if _num(final.get(ece)) is not None else [], ".3f")})  # fmt: skip
     return rows
@@ -168,7 +168,7 @@ def _demo_rows(folder: Path, summary: dict) -> list[dict[str, str]]:
         if final:
             rows += _final_rows(final, label, chosen)
         elif method in (summary.get("test_acc") or {}):
-            rows.append({"method": label, "chosen": chosen, "test acc %": _pct([summary["test_acc"][method]])})
+            rows.append({"method": label, "chosen": chosen, "accuracy %": _pct([summary["test_acc"][method]])})
     return rows
 
 
