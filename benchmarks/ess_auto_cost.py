@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder (default: the bundled mnist-subset)")
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--noise", default="symmetric:0.4", help="label corruption")
+    p.add_argument("--corruption", default="symmetric:0.4", help="label corruption")
     p.add_argument("--ess-factor", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     name = "mnist" if args.data_dir else "mnist-subset"
     data = load_dataset(name, args.data_dir)
-    base = dict(dataset=name, model="mlp", method="ivon", noise=args.noise, epochs=args.epochs,
+    base = dict(dataset=name, model="mlp", method="ivon", corruption=args.corruption, epochs=args.epochs,
                 train_subset=args.train_subset, val_fraction=0.1, test_samples=16, eval_every=5,
                 progress=False)  # fmt: skip
     ratios = []

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder (default: the bundled mnist-subset)")
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--noises", nargs="+", default=["symmetric:0.5", "pairflip:0.45"])
+    p.add_argument("--corruptions", nargs="+", default=["symmetric:0.5", "pairflip:0.45"])
     p.add_argument("--ess-factors", type=float, nargs="+", default=[1.0, 0.25])
     p.add_argument("--horizons", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -45,25 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(name, args.data_dir)
     subset = args.train_subset if args.data_dir else None
     rows = []
-    for noise, f, seed in itertools.product(args.noises, args.ess_factors, args.seeds):
+    for corruption, f, seed in itertools.product(args.corruptions, args.ess_factors, args.seeds):
         for c in [*args.horizons, None]:
-            base = TrainConfig(dataset=name, model="mlp", method="ivon", noise=noise, seed=seed, epochs=args.epochs,
+            base = TrainConfig(dataset=name, model="mlp", method="ivon", corruption=corruption, seed=seed,
+                               epochs=args.epochs,
                                train_subset=subset, val_fraction=0.1, ess_factor=f, test_samples=16,
                                eval_every=args.epochs, progress=False, save_train_predictions=False)  # fmt: skip
             n_train = len(prepare(resolve_config(base), data).train_pos)
             steps = args.epochs * math.ceil(n_train / base.batch_size)
             beta2 = PAPER_BETA2 if c is None else hessian_horizon_beta2(steps, c)
             m = train(TrainConfig(**{**base.to_dict(), "beta2": beta2}), data=data).metrics
-            rows.append({"noise": noise, "ess_factor": f, "seed": seed, "c": "paper" if c is None else f"{c:g}",
+            rows.append({"corruption": corruption,
+                         "ess_factor": f, "seed": seed, "c": "paper" if c is None else f"{c:g}",
                          "beta2": beta2, **{k: m[k] for k in KEYS}})  # fmt: skip
             print(rows[-1], file=sys.stderr, flush=True)
-    print("| noise | ess | c | " + " | ".join(KEYS) + " |")
+    print("| corruption | ess | c | " + " | ".join(KEYS) + " |")
     print("|---" * (3 + len(KEYS)) + "|")
-    key = lambda r: (r["noise"], -r["ess_factor"], r["c"])  # noqa: E731
-    for (noise, neg_f, c), group in itertools.groupby(sorted(rows, key=key), key=key):
+    key = lambda r: (r["corruption"], -r["ess_factor"], r["c"])  # noqa: E731
+    for (corruption, neg_f, c), group in itertools.groupby(sorted(rows, key=key), key=key):
         g, f = list(group), -neg_f
         cells = [f"{statistics.mean(r[k] for r in g):.4f}" for k in KEYS]
-        print(f"| {noise} | N x {f:g} | {c} | " + " | ".join(cells) + f" |  (n={len(g)})")
+        print(f"| {corruption} | N x {f:g} | {c} | " + " | ".join(cells) + f" |  (n={len(g)})")
     return 0
 
 

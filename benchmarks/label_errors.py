@@ -120,7 +120,7 @@ import numpy as np
 import torch
 
 from varsmooth.data import LabeledData, LabeledSplit, load_dataset
-from varsmooth.data.corruption import corrupt_labels, parse_noise, transition_matrix
+from varsmooth.data.corruption import corrupt_labels, parse_corruption, transition_matrix
 from varsmooth.detect import EpochScorer, detection_metrics, label_error_scores
 from varsmooth.engine import TrainConfig, train
 from varsmooth.io import atomic_write, write_csv, write_json
@@ -276,7 +276,7 @@ def evaluate(is_noisy: np.ndarray, result: dict) -> dict:
 
 
 def one_setting(base, subset, clean, noise: str, seed: int, args, ess_factor: float, which) -> list[dict]:
-    noisy, _ = corrupt_labels(clean, transition_matrix(parse_noise(noise), base.num_classes), seed=seed)
+    noisy, _ = corrupt_labels(clean, transition_matrix(parse_corruption(noise), base.num_classes), seed=seed)
     is_noisy = noisy != clean
     data = make_data(base, subset, noisy)
     results: dict[str, dict] = {}
@@ -295,7 +295,7 @@ def one_setting(base, subset, clean, noise: str, seed: int, args, ess_factor: fl
     for name in names:
         row = {"pipeline": name, "noise": noise, "seed": seed, "n_train": len(clean)}
         row["epochs"] = args.ivon_epochs if name.startswith("ivon") else args.epochs
-        row["n_noisy"] = int(is_noisy.sum())
+        row["n_flipped"] = int(is_noisy.sum())
         row.update(evaluate(is_noisy, results[name]))
         rows.append(row)
         print(f"  {noise:>14} seed {seed} {name:>24}: AUROC {row['auroc']:.4f} "
@@ -346,7 +346,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", default=None, help="default: mnist with --data-dir, else mnist-subset")
     p.add_argument("--train-subset", type=int, default=10000, help="training examples used (random, fixed)")
     p.add_argument("--test-subset", type=int, default=1000, help="test examples for the accuracy diagnostic")
-    p.add_argument("--noise", nargs="+", default=["symmetric:0.2", "pairflip:0.2"])
+    p.add_argument("--corruption", nargs="+", default=["symmetric:0.2", "pairflip:0.2"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     p.add_argument("--model", default="mlp")
@@ -398,7 +398,7 @@ def main(argv=None) -> int:
     ess_factor, calibration = args.ess_factor, []
     if args.calibrate:
         for factor in args.ess_grid:
-            for noise in args.noise:
+            for noise in args.corruption:
                 seed = args.calibration_seed
                 rows = one_setting(base, subset, clean, noise, seed, args, factor, ["ivon-step", "ivon-pred"])
                 calibration += [{**r, "ess_factor": factor} for r in rows]
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
 
     rows = []
     for seed in args.seeds:
-        for noise in args.noise:
+        for noise in args.corruption:
             rows += one_setting(base, subset, clean, noise, seed, args, ess_factor, args.pipelines)
             write_csv(out / "results.csv", rows)
     table = summarise(rows)

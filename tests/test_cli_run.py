@@ -28,7 +28,7 @@ def test_list_names_every_experiment(capsys):
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = ex.resolve_config("noise-curve", "smoke", dict([ex.parse_override("variances=[0.5, 2]")]))
+    cfg = ex.resolve_preset("noise-curve", "smoke", dict([ex.parse_override("variances=[0.5, 2]")]))
     assert cfg["variances"] == [0.5, 2]
 
 

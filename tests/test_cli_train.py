@@ -46,16 +46,17 @@ def _run(argv, capsys):
 
 def test_train_command_writes_a_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    rc, stdout, err = _run(["--method", "ivon", "--noise", "pairflip:0.2", "--seed", "1", "--out", str(out), *FAST],
+    rc, stdout, err = _run(["--method", "ivon", "--corruption", "pairflip:0.2", "--seed", "1", "--out", str(out),
+                            *FAST],
                            capsys)  # fmt: skip
     assert rc == 0, err
-    assert "ivon: test acc" in stdout and "predictive" in stdout and "label noise" in stdout
+    assert "ivon: test acc" in stdout and "predictive" in stdout and "flip rate" in stdout
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "final.json", "checkpoint.pt",
                                                "arrays.npz"}  # fmt: skip
     cfg = read_json(out / "config.json")
-    assert cfg["config"]["noise"] == "pairflip:0.2" and cfg["seed"] == 1 and cfg["versions"]["torch"]
+    assert cfg["config"]["corruption"] == "pairflip:0.2" and cfg["seed"] == 1 and cfg["versions"]["torch"]
     final = read_json(out / "final.json")
-    assert final["noise_realised_rate"] == pytest.approx(np.load(out / "arrays.npz")["noise_mask"].mean())
+    assert final["corruption_realised_rate"] == pytest.approx(np.load(out / "arrays.npz")["flip_mask"].mean())
 
 
 def test_main_through_its_own_parser(tmp_path, capsys):
@@ -86,10 +87,10 @@ BAD = {
     "unknown method": (["--method", "adamw"], "unknown method 'adamw'"),
     "unknown model": (["--model", "vgg"], "unknown model 'vgg'"),
     "unknown dataset": (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    "rate 1": (["--noise", "symmetric:1.0"], "outside \\[0, 1\\)"),
-    "negative rate": (["--noise", "pairflip:-0.1"], "outside \\[0, 1\\)"),
-    "noise kind": (["--noise", "gaussian:0.1"], "gaussian"),
-    "class-dependent row": (["--noise", "class-dependent:0.6:0.1"], "class-dependent"),
+    "rate 1": (["--corruption", "symmetric:1.0"], "outside \\[0, 1\\)"),
+    "negative rate": (["--corruption", "pairflip:-0.1"], "outside \\[0, 1\\)"),
+    "corruption kind": (["--corruption", "gaussian:0.1"], "gaussian"),
+    "class-dependent row": (["--corruption", "class-dependent:0.6:0.1"], "class-dependent"),
     "missing data dir": (["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere"),
     "no data dir": (["--dataset", "mnist"], "data"),
     "zero epochs": (["--epochs", "0"], "epochs=0"),
@@ -100,7 +101,7 @@ BAD = {
     "label out of range": (["--noisy-labels", "{labels_range}"], "10"),
     "label file length": (["--noisy-labels", "{labels_short}"], "3999"),
     "label file missing": (["--noisy-labels", "{tmp}/none.npy"], "does not exist"),
-    "noise and label file": (["--noise", "symmetric:0.2", "--noisy-labels", "{labels_ok}"], "one source"),
+    "corruption and label file": (["--corruption", "symmetric:0.2", "--noisy-labels", "{labels_ok}"], "one source"),
     "subset too big": (["--train-subset", "99999"], "train_subset=99999"),
     "model options json": (["--model-options", "[1"], "JSON object"),
     "model option": (["--model-options", '{"depth": 3}'], "depth"),

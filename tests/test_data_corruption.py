@@ -1,4 +1,4 @@
-"""Label corruption: transition matrices (Eq. 20-21 and Co-teaching conventions), seeded flips, noise specs,
+"""Label corruption: transition matrices (Eq. 20-21 and Co-teaching conventions), seeded flips, corruption specs,
 natural-noise label files and input validation."""
 
 import io
@@ -11,11 +11,11 @@ import torch
 
 from varsmooth.data import load_dataset
 from varsmooth.data.corruption import (
-    NoiseKind,
-    NoiseSpec,
+    CorruptionKind,
+    CorruptionSpec,
     corrupt_labels,
-    noise_summary,
-    parse_noise,
+    corruption_summary,
+    parse_corruption,
     read_noisy_label_file,
     transition_matrix,
 )
@@ -54,7 +54,7 @@ def naive_matrix(kind, rate, k, beta=0.05):
     ],
 )
 def test_matrices_match_definitions_and_rows_sum_to_one(text, k):
-    spec = parse_noise(text)
+    spec = parse_corruption(text)
     p = transition_matrix(spec, k)
     assert p.shape == (k, k)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
@@ -83,12 +83,12 @@ def _binomial_check(labels, noisy, mask, flip_prob):
 def test_realised_rate_within_three_sd(text):
     k = 10
     labels = np.random.default_rng(0).integers(0, k, N)
-    spec = parse_noise(text)
+    spec = parse_corruption(text)
     noisy, mask = corrupt_labels(labels, transition_matrix(spec, k), seed=1)
     assert noisy.dtype == np.int64 and noisy.shape == (N,)
     _binomial_check(labels, noisy, mask, np.full(N, spec.rate))
-    summary = noise_summary(labels, noisy, k)
-    assert summary["n_noisy"] == mask.sum() and summary["rate"] == pytest.approx(mask.mean())
+    summary = corruption_summary(labels, noisy, k)
+    assert summary["n_flipped"] == mask.sum() and summary["rate"] == pytest.approx(mask.mean())
 
 
 def test_class_dependent_rate_and_destinations():
@@ -149,15 +149,15 @@ def test_class_dependent_invalid_rows_rejected(text, k):
     assert "\n" not in msg and "class" in msg and "[0, 1]" in msg
 
 
-def test_parse_noise_forms():
-    assert parse_noise("none") == NoiseSpec()
-    assert parse_noise(None).kind is NoiseKind.NONE
-    assert parse_noise("symmetric:0.4") == NoiseSpec(NoiseKind.SYMMETRIC, 0.4)
-    assert parse_noise("pairflip:0.2") == NoiseSpec(NoiseKind.PAIRFLIP, 0.2)
-    assert parse_noise("class-dependent:0.3") == NoiseSpec(NoiseKind.CLASS_DEPENDENT, 0.3, 0.05)
-    assert parse_noise("class-dependent:0.3:0.02") == NoiseSpec("class-dependent", 0.3, 0.02)
-    assert str(parse_noise("class-dependent:0.3:0.02")) == "class-dependent:0.3:0.02"
-    assert parse_noise(str(parse_noise("pairflip:0.45"))) == parse_noise("pairflip:0.45")
+def test_parse_corruption_forms():
+    assert parse_corruption("none") == CorruptionSpec()
+    assert parse_corruption(None).kind is CorruptionKind.NONE
+    assert parse_corruption("symmetric:0.4") == CorruptionSpec(CorruptionKind.SYMMETRIC, 0.4)
+    assert parse_corruption("pairflip:0.2") == CorruptionSpec(CorruptionKind.PAIRFLIP, 0.2)
+    assert parse_corruption("class-dependent:0.3") == CorruptionSpec(CorruptionKind.CLASS_DEPENDENT, 0.3, 0.05)
+    assert parse_corruption("class-dependent:0.3:0.02") == CorruptionSpec("class-dependent", 0.3, 0.02)
+    assert str(parse_corruption("class-dependent:0.3:0.02")) == "class-dependent:0.3:0.02"
+    assert parse_corruption(str(parse_corruption("pairflip:0.45"))) == parse_corruption("pairflip:0.45")
 
 
 @pytest.mark.parametrize(
@@ -167,16 +167,16 @@ def test_parse_noise_forms():
         ("symmetric:1", "outside [0, 1)"),
         ("pairflip:-0.1", "outside [0, 1)"),
         ("class-dependent:1.2", "outside [0, 1)"),
-        ("gaussian:0.2", "unknown noise kind"),
+        ("gaussian:0.2", "unknown corruption kind"),
         ("symmetric", "malformed"),
         ("symmetric:0.2:0.1", "malformed"),
         ("symmetric:abc", "not a number"),
         ("none:0.2", "malformed"),
     ],
 )
-def test_parse_noise_rejects(text, needle):
+def test_parse_corruption_rejects(text, needle):
     with pytest.raises(InputError) as err:
-        parse_noise(text)
+        parse_corruption(text)
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 

@@ -10,8 +10,8 @@ from varsmooth.detect import (
     ScoreMethod,
     all_scores,
     detection_metrics,
+    induced_label_noise,
     label_error_scores,
-    label_noise,
     rank_suspects,
 )
 from varsmooth.errors import InputError
@@ -69,7 +69,7 @@ def test_one_score_per_example_and_sign_convention():
 
 def test_label_noise_rows_sum_to_zero(data):
     _, mean, pred = data
-    eps = label_noise(mean, pred)
+    eps = induced_label_noise(mean, pred)
     assert eps.shape == mean.shape
     np.testing.assert_allclose(eps.sum(axis=1), 0.0, atol=1e-12)
 

@@ -100,7 +100,7 @@ def test_erm_has_zero_noise():
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(dataset="digits", model="mlp", method="ivon", noise="symmetric:0.1", train_subset=400,
+    cfg = TrainConfig(dataset="digits", model="mlp", method="ivon", corruption="symmetric:0.1", train_subset=400,
                       epochs=8, batch_size=32, lr=0.2, progress=False, model_options={"hidden": [64]},
                       test_samples=2, save_train_predictions=False)  # fmt: skip
     train(cfg, out)
@@ -130,7 +130,7 @@ def test_noise_command_writes_ranked_csv_grid_and_summary(digits_run, tmp_path):
             "margin", "true_label", "is_noisy"} <= set(rows[0])  # fmt: skip
     assert (out / "suspects.png").stat().st_size > 0
     summary = read_json(out / "summary.json")
-    assert summary["n_noisy"] == int(arrays["noise_mask"].sum()) > 0
+    assert summary["n_flipped"] == int(arrays["flip_mask"].sum()) > 0
     assert summary["detection"]["predictive"]["auroc"] > 0.9  # the flips are found
 
 

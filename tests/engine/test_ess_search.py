@@ -15,11 +15,11 @@ from varsmooth.engine.methods import hessian_warning
 from varsmooth.engine.train import TrainConfig, resolve_config, train
 from varsmooth.engine.trainconfig import HESSIAN_HORIZON, finalize_config, hessian_horizon_beta2
 from varsmooth.errors import InputError
-from varsmooth.experiments import resolve_config as resolve_preset
+from varsmooth.experiments import resolve_preset
 from varsmooth.experiments._compare import comparison_configs
 from varsmooth.io import read_json
 
-BASE = dict(dataset="digits", model="mlp", method="ivon", noise="symmetric:0.3", val_fraction=0.2, epochs=4,
+BASE = dict(dataset="digits", model="mlp", method="ivon", corruption="symmetric:0.3", val_fraction=0.2, epochs=4,
             batch_size=64, test_samples=2, progress=False, device="cpu", seed=1, model_options={"hidden": [32]})
 
 
@@ -51,7 +51,7 @@ def test_beta2_horizon_from_run_length_and_explicit_value_wins():
 def test_paper_presets_keep_beta2_of_the_paper(exp_id):
     cfg = resolve_preset(exp_id, "paper", {"data_dir": "/nonexistent"})
     if exp_id == "noisy-accuracy":
-        configs = comparison_configs(cfg, [(n, n, {}) for n in cfg["noises"]])[0]
+        configs = comparison_configs(cfg, [(n, n, {}) for n in cfg["corruptions"]])[0]
     else:
         configs = importlib.import_module(f"varsmooth.experiments.{exp_id.replace('-', '_')}").build(cfg)
     ivon = [c for c in configs if c["train"]["method"] == "ivon"]
@@ -116,7 +116,7 @@ def test_noise_summary_against_a_loop():
     rng = np.random.default_rng(0)
     p_mean, p_pred = rng.dirichlet(np.ones(4), 50), rng.dirichlet(np.ones(4), 50)
     labels, mask = rng.integers(0, 4, 50), rng.random(50) < 0.3
-    s = noise_summary(p_mean, p_pred, labels=labels, noise_mask=mask)
+    s = noise_summary(p_mean, p_pred, labels=labels, flip_mask=mask)
     eps = [p_mean[i] - p_pred[i] for i in range(50)]
     assert s["l1"] == pytest.approx(sum(sum(abs(e)) for e in eps) / 50, rel=1e-12)
     assert s["l2"] == pytest.approx(sum(math.sqrt(sum(e * e)) for e in eps) / 50, rel=1e-12)

@@ -46,7 +46,7 @@ def _params(model):
 
 
 def test_sam_rho0_equals_erm_in_the_engine(mnist):
-    cfg = dict(train_subset=400, epochs=2, noise="symmetric:0.2", batch_size=64, **FAST)
+    cfg = dict(train_subset=400, epochs=2, corruption="symmetric:0.2", batch_size=64, **FAST)
     erm = train(TrainConfig(method="erm", **cfg), data=mnist)
     sam = train(TrainConfig(method="sam", rho=0.0, **cfg), data=mnist)
     for a, b in zip(_params(erm.model), _params(sam.model), strict=True):

@@ -42,7 +42,7 @@ def _torchrun(out, *options):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("test acc") == 1  # only rank 0 reports
+    assert proc.stdout.count(": test acc ") == 1  # only rank 0 reports (the summary table follows its line)
     assert read_json(out / "config.json")["world_size"] == 2
     ck = load(out / "checkpoint.pt")
     assert ck.epoch == 2 and len(ck.rng) == 2  # every rank's random state is kept
@@ -58,8 +58,8 @@ def _close(a: dict, b: dict, atol=1e-6):
 @pytest.mark.parametrize("method", ["erm", "ols"])
 def test_sgd_methods_two_processes_equal_one_process(method, tmp_path):
     """Gradients averaged over ranks; OLS gathers every rank's logits so its matrix is the one-process matrix."""
-    ck = _torchrun(tmp_path / "ddp", "--method", method, "--noise", "symmetric:0.2")
-    single = train(TrainConfig(method=method, noise="symmetric:0.2", **ARGS))
+    ck = _torchrun(tmp_path / "ddp", "--method", method, "--corruption", "symmetric:0.2")
+    single = train(TrainConfig(method=method, corruption="symmetric:0.2", **ARGS))
     _close(ck.model, single.model.state_dict())
     if method == "ols":
         assert torch.equal(ck.method["ols"]["counts"], single.method.ols.state_dict()["counts"])

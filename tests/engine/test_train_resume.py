@@ -17,7 +17,7 @@ def _cfg(method, **kw):
     sched = {"schedule": "cosine", "warmup_epochs": 0.5} if method.startswith("ivon") else {"milestones": [1, 3]}
     if method.startswith("ivon"):
         sched["ess_factor"] = 1.0  # a fixed ess (ess="auto" is tested in test_ess_search.py)
-    base = dict(method=method, train_subset=300, val_fraction=0.2, noise="symmetric:0.3", batch_size=64, epochs=4,
+    base = dict(method=method, train_subset=300, val_fraction=0.2, corruption="symmetric:0.3", batch_size=64, epochs=4,
                 schedule_epochs=4, test_samples=3, progress=False, device="cpu", seed=3, **sched)  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
@@ -98,21 +98,21 @@ def test_run_folder_contents(mnist, tmp_path):
     assert cfg["seed"] == 3 and cfg["config"]["method"] == "ivon" and "torch" in cfg["versions"]
     assert cfg["config"]["ess"] == 240.0  # N of the training part (300 minus 20% validation)
     final = read_json(tmp_path / "final.json")
-    mask = np.load(tmp_path / "arrays.npz")["noise_mask"]
-    assert final["noise_realised_rate"] == pytest.approx(mask.mean()) and 0.2 < mask.mean() < 0.4
+    mask = np.load(tmp_path / "arrays.npz")["flip_mask"]
+    assert final["corruption_realised_rate"] == pytest.approx(mask.mean()) and 0.2 < mask.mean() < 0.4
     for key in ("test_acc", "test_nll", "test_ece", "test_pred_acc", "val_acc", "val_pred_acc", "val_clean_acc"):
         assert np.isfinite(final[key]), key
     z = np.load(tmp_path / "arrays.npz")
     assert z["train_probs"].shape == z["train_probs_pred"].shape == (300, 10)
     assert z["test_probs"].shape == (1000, 10) and z["is_val"].sum() == 60
-    assert np.array_equal(z["labels"] != z["clean_labels"], z["noise_mask"])
+    assert np.array_equal(z["labels"] != z["clean_labels"], z["flip_mask"])
     assert np.array_equal(z["test_probs"], res.test_probs)
     # IVON's induced label noise eps_i = p_mean - p_pred, mean L2 size, from the saved predictions
     eps = z["train_probs"].astype(np.float64) - z["train_probs_pred"]
     assert final["train_noise_l2"] == pytest.approx(np.linalg.norm(eps, axis=1).mean()) and eps.any()
     eps = z["test_probs"].astype(np.float64) - z["test_probs_pred"]
     assert final["test_noise_l2"] == pytest.approx(np.linalg.norm(eps, axis=1).mean())
-    # the recorded noisy labels are the ones trained on, drawn from the clean labels with the noise seed
+    # the recorded noisy labels are the ones trained on, drawn from the clean labels with the corruption seed
     assert np.array_equal(z["labels"], res.run.labels)
 
 

@@ -31,7 +31,7 @@ def test_default_run_is_the_demo_on_bundled_data():
     table = presets("demo")
     default = table[next(iter(table))]  # `varsmooth run` with no argument uses the first preset
     assert default["dataset"] == "mnist-subset" and default["data_dir"] is None
-    assert default["noise"] == "symmetric:0.4"
+    assert default["corruption"] == "symmetric:0.4"
     assert {"smoke", "cpu", "paper"} <= set(table)
 
 
@@ -79,7 +79,7 @@ def test_demo_flipped_fraction_matches_saved_arrays(demo_dir):
     np.testing.assert_allclose(d["predictive_suspicion"], sus, rtol=1e-12)
     top = np.lexsort((np.arange(len(sus)), -sus))[:k]
     assert summary["flipped_frac_top_k_predictive"] == pytest.approx(flipped[top].mean())
-    # the realised noise rate of the symmetric 40% corruption on the training split
+    # the realised corruption rate of the symmetric 40% corruption on the training split
     assert 0.25 < flipped.mean() < 0.55
 
 

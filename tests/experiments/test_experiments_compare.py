@@ -14,7 +14,7 @@ import pytest
 from varsmooth.cli import main
 from varsmooth.errors import InputError
 from varsmooth.experiments import _compare as C
-from varsmooth.experiments import resolve_config
+from varsmooth.experiments import resolve_preset
 
 IDS = ["noisy-accuracy", "fixed-hessian", "class-dependent", "hessian-init", "natural-noise"]
 PNGS = {
@@ -56,7 +56,7 @@ def test_smoke_preset_writes_its_files(smoke_outputs, exp_id):
     assert header == expected
     runs = {tuple(r[c] for c in header[:-2]) for r in rows}
     assert len(runs) == summary["runs_total"]  # one row per run and metric
-    assert {"test_acc", "val_acc", "noise_realised_rate"} <= {r["metric"] for r in rows}
+    assert {"test_acc", "val_acc", "corruption_realised_rate"} <= {r["metric"] for r in rows}
     assert all(0.0 <= float(r["value"]) <= 1.0 for r in rows if r["metric"].endswith("_acc"))
     ivon = [r for r in rows if r["method"].startswith("ivon")]
     assert {"test_pred_acc", "sigma_mean", "label_noise_l1"} <= {r["metric"] for r in ivon}
@@ -66,7 +66,7 @@ def test_smoke_preset_writes_its_files(smoke_outputs, exp_id):
 
 
 def _by_run(rows, metric):
-    return {(r["noise"], r.get("kappa", ""), r["method"], r["alpha"], r["rho"], r["ess_factor"], r["h0"]): float(
+    return {(r["corruption"], r.get("kappa", ""), r["method"], r["alpha"], r["rho"], r["ess_factor"], r["h0"]): float(
         r["value"]) for r in rows if r["metric"] == metric and r["seed"] == "0"}  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def test_protocol_selection_matches_raw_results(smoke_outputs, exp_id):
     root, _ = smoke_outputs
     out = root / exp_id
     rows = read_rows(out / "results.csv")
-    setting = "kappa" if exp_id == "class-dependent" else "noise"
+    setting = "kappa" if exp_id == "class-dependent" else "corruption"
     norm = (lambda v: str(float(v))) if setting == "kappa" else str
     test, val = _by_run(rows, "test_acc"), _by_run(rows, "val_acc")
     summary = json.loads((out / "summary.json").read_text())
@@ -96,7 +96,7 @@ def test_protocol_selection_matches_raw_results(smoke_outputs, exp_id):
         assert paper_ivon["chosen"] == f"ess_factor={ess}, h0={fixed['h0']:g}"
         ivon_key = (value, "", "ivon", "", "", str(fixed["ess_factor"]), str(fixed["h0"]))
         if column == 1:
-            ivon_key = (next(r["noise"] for r in rows if r["kappa"] == value), value, *ivon_key[2:])
+            ivon_key = (next(r["corruption"] for r in rows if r["kappa"] == value), value, *ivon_key[2:])
         assert paper_ivon["mean"] == test[ivon_key]
 
 
@@ -126,7 +126,7 @@ class Interrupt:
 
 
 def test_interrupted_sweep_resumes_to_identical_results(tmp_path, monkeypatch):
-    sets = ["--set", "noises=[symmetric:0.4]", "--set", "alphas=[0.5]", "--set", "rhos=[0.1]",
+    sets = ["--set", "corruptions=[symmetric:0.4]", "--set", "alphas=[0.5]", "--set", "rhos=[0.1]",
             "--set", "ess_factors=[1.0]", "--set", "epochs=3"]  # fmt: skip
     assert run_cli("noisy-accuracy", tmp_path / "a", *sets) == 0
 
@@ -164,7 +164,7 @@ def test_bad_preset_key_and_values(tmp_path, capsys):
     assert "alphas" in capsys.readouterr().err
     assert run_cli("class-dependent", tmp_path / "x", "--set", "kappas=[0.6]") == 2
     assert "kappa" in capsys.readouterr().err
-    assert run_cli("noisy-accuracy", tmp_path / "x", "--set", "noises=[gaussian:0.1]") == 2
+    assert run_cli("noisy-accuracy", tmp_path / "x", "--set", "corruptions=[gaussian:0.1]") == 2
     assert "gaussian" in capsys.readouterr().err
     assert run_cli("natural-noise", tmp_path / "x", "--set", "noisy_labels=/no/such/file.npy") == 2
     assert "does not exist" in capsys.readouterr().err
@@ -178,14 +178,14 @@ def run_cli_preset(exp_id: str, preset: str, out: Path) -> int:
 
 
 def test_natural_noise_label_sources(tmp_path):
-    cfg = resolve_config("natural-noise", "smoke")
+    cfg = resolve_preset("natural-noise", "smoke")
     name, options = C_natural().label_source(cfg, tmp_path)
     labels = np.load(options["noisy_labels"])
     from varsmooth.data import load_dataset
-    from varsmooth.data.corruption import corrupt_labels, parse_noise, transition_matrix
+    from varsmooth.data.corruption import corrupt_labels, parse_corruption, transition_matrix
 
     clean = load_dataset("digits").train.labels.numpy()
-    expected, _ = corrupt_labels(clean, transition_matrix(parse_noise(cfg["stand_in"]), 10), seed=0)
+    expected, _ = corrupt_labels(clean, transition_matrix(parse_corruption(cfg["stand_in"]), 10), seed=0)
     assert name.startswith("stand-in") and np.array_equal(labels, expected)
     file = tmp_path / "labels.npy"
     np.save(file, expected)

@@ -10,7 +10,7 @@ import pytest
 
 from varsmooth.cli import main
 from varsmooth.errors import InputError
-from varsmooth.experiments import resolve_config
+from varsmooth.experiments import resolve_preset
 from varsmooth.experiments.noise_gallery import Gallery, class_pair, ls_noise
 from varsmooth.experiments.smoothed_labels import class_average, ls_matrix
 
@@ -77,7 +77,7 @@ def test_gallery_ranks_consistently_with_saved_noise(gallery_dir):
         assert int(r["label"]) == labels[i] and int(r["index"]) == d["index"][i]
     assert min(float(r["ivon_magnitude"]) for r in top) >= max(float(r["ivon_magnitude"]) for r in bottom)
     # LS's noise is alpha (u - e_y), identical for every example
-    alpha = resolve_config("noise-gallery", "smoke")["ls_alpha"]
+    alpha = resolve_preset("noise-gallery", "smoke")["ls_alpha"]
     expect = alpha * (np.full((n, k), 1 / k) - np.eye(k)[labels])
     np.testing.assert_allclose(d["ls_noise"], expect, atol=1e-15)
     np.testing.assert_allclose(d["ls_magnitude"], alpha * np.sqrt(1 - 1 / k), rtol=1e-12)
@@ -112,7 +112,7 @@ def test_smoothed_labels_smoke_rows_sum_to_one(smoothed_dir):
     ):
         assert (smoothed_dir / name).stat().st_size > 0, name
     m = np.load(smoothed_dir / "matrices.npz")
-    cfg = resolve_config("smoothed-labels", "smoke")
+    cfg = resolve_preset("smoothed-labels", "smoke")
     k = m["ivon"].shape[0]
     alpha = cfg["ls_alpha"]
     # IVON: class averages of y + eps, eps summing to 0 -> rows sum to 1 (float32 softmax inside)

@@ -10,7 +10,7 @@ from varsmooth.io import read_csv, read_json
 
 def _run(exp_id, tmp_path, **overrides):
     out = tmp_path / exp_id
-    summary = ex.run_experiment(exp_id, ex.resolve_config(exp_id, "smoke", overrides), out, preset="smoke",
+    summary = ex.run_experiment(exp_id, ex.resolve_preset(exp_id, "smoke", overrides), out, preset="smoke",
                                 runtime=ex.Runtime(progress=False))  # fmt: skip
     for name in ("results.csv", "summary.json", "config.json"):
         assert (out / name).is_file()

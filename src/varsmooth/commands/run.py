@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser())
     if args.seeds is not None:
         overrides["seeds"] = list(args.seeds)
-    cfg = ex.resolve_config(exp_id, preset, overrides)  # every check happens before anything is written
+    cfg = ex.resolve_preset(exp_id, preset, overrides)  # every check happens before anything is written
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress)

@@ -1,6 +1,6 @@
 """``varsmooth suspects CHECKPOINT --out DIR``: rank every training example of an IVON run by how suspect it is.
 
-Example: ``varsmooth train --dataset mnist --data-dir D --method ivon --noise symmetric:0.2 --out runs/ivon``,
+Example: ``varsmooth train --dataset mnist --data-dir D --method ivon --corruption symmetric:0.2 --out runs/ivon``,
 then ``varsmooth suspects runs/ivon --data-dir D --out runs/ivon/suspects``. Writes into ``DIR``:
 
 - ``suspects.csv``: one row per training example, most suspect first (:func:`varsmooth.detect.rank_suspects`),
@@ -122,7 +122,7 @@ def write_suspects(scored, out: Path, *, method, top: int = 64, options: dict | 
     }
     if scored.clean_labels is not None:
         truth = scored.clean_labels != scored.labels
-        summary["n_noisy"] = int(truth.sum())
+        summary["n_flipped"] = int(truth.sum())
         if 0 < truth.sum() < truth.size:
             summary["detection"] = {name: detection_metrics(truth, s) for name, s in scored.scores.items()}
     written.append(out / "summary.json")

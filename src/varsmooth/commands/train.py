@@ -1,6 +1,6 @@
-"""``varsmooth train``: one training run (one dataset, model, method, label noise and seed) into a run folder.
+"""``varsmooth train``: one training run (one dataset, model, method, label corruption and seed) into a run folder.
 
-Example: ``varsmooth train --dataset mnist-subset --model mlp --method ivon --noise symmetric:0.4 --seed 0
+Example: ``varsmooth train --dataset mnist-subset --model mlp --method ivon --corruption symmetric:0.4 --seed 0
 --out runs/ivon-sym40``. Re-running the same command continues from the folder's checkpoint. Under
 ``torchrun --nproc_per_node N -m varsmooth.cli train ...`` the run is data-parallel over N processes.
 
@@ -95,8 +95,8 @@ def main(args: argparse.Namespace) -> int:
         line += f" (predictive {m['test_pred_acc']:.4f})"
     if "ess_search_cost_runs" in m:
         line += f", ess auto: {m['ess_factor_chosen']:g} N (search cost {m['ess_search_cost_runs']:.2f} runs)"
-    if m.get("noise_realised_rate") is not None:
-        line += f", label noise {m['noise_realised_rate']:.3f}"
+    if m.get("corruption_realised_rate") is not None:
+        line += f", flip rate {m['corruption_realised_rate']:.3f}"
     if result.method.dist.is_main:
         print(f"{line} -> {args.out}")
         print(summarize(args.out))  # stdout; progress bars are on stderr

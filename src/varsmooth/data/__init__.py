@@ -1,17 +1,17 @@
 """Data: loaders for the standard formats, label corruption, normalisation and augmentation.
 
 ``load_dataset(name, data_dir, **opts) -> LabeledData`` (names in ``DATASETS``); synthetic label noise in
-:mod:`varsmooth.data.corruption` (``parse_noise``, ``transition_matrix``, ``corrupt_labels``); batched CIFAR
+:mod:`varsmooth.data.corruption` (``parse_corruption``, ``transition_matrix``, ``corrupt_labels``); batched CIFAR
 augmentation in :mod:`varsmooth.data.transforms` (``augment_batch``).
 """
 
 from .base import ImageListDataset, LabeledData, LabeledSplit
 from .corruption import (
-    NoiseKind,
-    NoiseSpec,
+    CorruptionKind,
+    CorruptionSpec,
     corrupt_labels,
-    noise_summary,
-    parse_noise,
+    corruption_summary,
+    parse_corruption,
     read_noisy_label_file,
     transition_matrix,
 )
@@ -28,14 +28,14 @@ __all__ = [
     "ImageListDataset",
     "LabeledData",
     "LabeledSplit",
-    "NoiseKind",
-    "NoiseSpec",
+    "CorruptionKind",
+    "CorruptionSpec",
     "augment_batch",
     "check_same_length",
     "corrupt_labels",
     "load_dataset",
-    "noise_summary",
-    "parse_noise",
+    "corruption_summary",
+    "parse_corruption",
     "read_idx",
     "read_noisy_label_file",
     "restricted_load",

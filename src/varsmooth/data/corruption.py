@@ -1,6 +1,6 @@
-"""Synthetic and natural label noise.
+"""Label corruption: synthetic flips and natural noisy-label files.
 
-A noise model is a row-stochastic transition matrix ``P`` (K, K) with ``P[i, j] = Pr(noisy = j | true = i)``
+A corruption model is a row-stochastic transition matrix ``P`` (K, K) with ``P[i, j] = Pr(noisy = j | true = i)``
 (the convention of Co-teaching, Han et al. 2018, and Yu et al. 2019):
 
 * symmetric, rate r:   ``P_ii = 1 - r``, ``P_ij = r / (K - 1)`` for j != i;
@@ -11,7 +11,7 @@ A noise model is a row-stochastic transition matrix ``P`` (K, K) with ``P[i, j] 
   ``P_ij = (kappa + beta i) / (K - 1)`` for j != i. A row with ``kappa + beta i`` outside [0, 1] is rejected.
 
 Flips are drawn with an explicit seed (``numpy.random.Generator``); :func:`corrupt_labels` returns the noisy
-labels and the mask of flipped examples, so a run can store both and its realised noise rate.
+labels and the mask of flipped examples, so a run can store both and its realised corruption rate.
 Natural noise (Clothing1M, CIFAR-10N/100N) comes as label files read by :func:`read_noisy_label_file`.
 """
 
@@ -31,12 +31,12 @@ from .safe_pickle import numpy_safe_globals
 from .validation import check_same_length, validate_features, validate_labels
 
 __all__ = [
-    "NoiseKind",
-    "NoiseSpec",
-    "parse_noise",
+    "CorruptionKind",
+    "CorruptionSpec",
+    "parse_corruption",
     "transition_matrix",
     "corrupt_labels",
-    "noise_summary",
+    "corruption_summary",
     "read_noisy_label_file",
     "validate_labels",
     "validate_features",
@@ -47,7 +47,7 @@ __all__ = [
 DEFAULT_BETA = 0.05
 
 
-class NoiseKind(str, Enum):
+class CorruptionKind(str, Enum):
     NONE = "none"
     SYMMETRIC = "symmetric"
     PAIRFLIP = "pairflip"
@@ -55,77 +55,77 @@ class NoiseKind(str, Enum):
 
 
 @dataclass(frozen=True)
-class NoiseSpec:
-    """A synthetic noise model: ``kind``, ``rate`` (r, or kappa for class-dependent) and ``beta`` (class-dependent)."""
+class CorruptionSpec:
+    """A synthetic corruption: ``kind``, ``rate`` (r, or kappa for class-dependent) and ``beta`` (class-dependent)."""
 
-    kind: NoiseKind = NoiseKind.NONE
+    kind: CorruptionKind = CorruptionKind.NONE
     rate: float = 0.0
     beta: float = DEFAULT_BETA
 
     def __post_init__(self):
         object.__setattr__(self, "kind", _parse_kind(self.kind))
         if not (0.0 <= self.rate < 1.0) or not np.isfinite(self.rate):
-            raise InputError(f"noise rate {self.rate} for {self.kind.value!r} is outside [0, 1)")
+            raise InputError(f"corruption rate {self.rate} for {self.kind.value!r} is outside [0, 1)")
         if not np.isfinite(self.beta):
             raise InputError(f"class-dependent beta {self.beta} must be a finite number")
 
     def __str__(self) -> str:
-        if self.kind is NoiseKind.NONE:
+        if self.kind is CorruptionKind.NONE:
             return "none"
-        if self.kind is NoiseKind.CLASS_DEPENDENT:
+        if self.kind is CorruptionKind.CLASS_DEPENDENT:
             return f"class-dependent:{self.rate:g}:{self.beta:g}"
         return f"{self.kind.value}:{self.rate:g}"
 
 
-def _parse_kind(kind) -> NoiseKind:
+def _parse_kind(kind) -> CorruptionKind:
     try:
-        return NoiseKind(kind)
+        return CorruptionKind(kind)
     except ValueError:
-        allowed = ", ".join(k.value for k in NoiseKind)
-        raise InputError(f"unknown noise kind {kind!r}; allowed: {allowed}") from None
+        allowed = ", ".join(k.value for k in CorruptionKind)
+        raise InputError(f"unknown corruption kind {kind!r}; allowed: {allowed}") from None
 
 
 _FORMS = "'none', 'symmetric:R', 'pairflip:R', 'class-dependent:KAPPA[:BETA]'"
 
 
-def parse_noise(text: str | NoiseSpec | None) -> NoiseSpec:
-    """Parse ``"none" | "symmetric:R" | "pairflip:R" | "class-dependent:KAPPA[:BETA]"`` into a :class:`NoiseSpec`.
+def parse_corruption(text: str | CorruptionSpec | None) -> CorruptionSpec:
+    """Parse ``"none" | "symmetric:R" | "pairflip:R" | "class-dependent:KAPPA[:BETA]"`` into a :class:`CorruptionSpec`.
 
-    Rates must lie in [0, 1); ``None`` and ``""`` mean no noise. A NoiseSpec passes through unchanged.
+    Rates must lie in [0, 1); ``None`` and ``""`` mean no corruption. A CorruptionSpec passes through unchanged.
     """
-    if isinstance(text, NoiseSpec):
+    if isinstance(text, CorruptionSpec):
         return text
     if text is None or str(text).strip() == "":
-        return NoiseSpec()
+        return CorruptionSpec()
     parts = [p.strip() for p in str(text).strip().split(":")]
     kind = _parse_kind(parts[0].lower().replace("_", "-").replace("pair-flip", "pairflip"))
-    n_numbers = {NoiseKind.NONE: (0, 0), NoiseKind.CLASS_DEPENDENT: (1, 2)}.get(kind, (1, 1))
+    n_numbers = {CorruptionKind.NONE: (0, 0), CorruptionKind.CLASS_DEPENDENT: (1, 2)}.get(kind, (1, 1))
     if not n_numbers[0] <= len(parts) - 1 <= n_numbers[1]:
-        raise InputError(f"noise {text!r} is malformed; expected one of {_FORMS}")
+        raise InputError(f"corruption {text!r} is malformed; expected one of {_FORMS}")
     numbers = []
     for p in parts[1:]:
         if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", p):
-            raise InputError(f"noise {text!r}: {p!r} is not a number; expected one of {_FORMS}")
+            raise InputError(f"corruption {text!r}: {p!r} is not a number; expected one of {_FORMS}")
         numbers.append(float(p))
     if numbers and not 0.0 <= numbers[0] < 1.0:
-        raise InputError(f"noise rate {numbers[0]:g} in {text!r} is outside [0, 1)")
-    return NoiseSpec(kind, *numbers)
+        raise InputError(f"corruption rate {numbers[0]:g} in {text!r} is outside [0, 1)")
+    return CorruptionSpec(kind, *numbers)
 
 
-def transition_matrix(spec: NoiseSpec | str, num_classes: int) -> np.ndarray:
-    """The row-stochastic transition matrix ``P`` (K, K), float64, ``P[true, noisy]``, of a noise spec."""
-    spec = parse_noise(spec)
+def transition_matrix(spec: CorruptionSpec | str, num_classes: int) -> np.ndarray:
+    """The row-stochastic transition matrix ``P`` (K, K), float64, ``P[true, noisy]``, of a corruption spec."""
+    spec = parse_corruption(spec)
     k = int(num_classes)
     if k < 1:
         raise InputError(f"num_classes={num_classes} is invalid; it must be a positive integer")
-    if spec.kind is NoiseKind.NONE or (spec.rate == 0.0 and spec.kind is not NoiseKind.CLASS_DEPENDENT):
+    if spec.kind is CorruptionKind.NONE or (spec.rate == 0.0 and spec.kind is not CorruptionKind.CLASS_DEPENDENT):
         return np.eye(k)
     if k < 2:
-        raise InputError(f"noise {str(spec)!r} needs at least 2 classes, got num_classes={k}")
-    if spec.kind is NoiseKind.SYMMETRIC:
+        raise InputError(f"corruption {str(spec)!r} needs at least 2 classes, got num_classes={k}")
+    if spec.kind is CorruptionKind.SYMMETRIC:
         p = np.full((k, k), spec.rate / (k - 1))
         np.fill_diagonal(p, 1.0 - spec.rate)
-    elif spec.kind is NoiseKind.PAIRFLIP:
+    elif spec.kind is CorruptionKind.PAIRFLIP:
         p = np.eye(k) * (1.0 - spec.rate)
         p[np.arange(k), (np.arange(k) + 1) % k] = spec.rate
     else:  # class-dependent, Eq. 20-21 with i = 1..K
@@ -134,7 +134,7 @@ def transition_matrix(spec: NoiseSpec | str, num_classes: int) -> np.ndarray:
         if bad.size:
             c = int(bad[0])
             raise InputError(
-                f"class-dependent noise {str(spec)!r} gives class {c} (i={c + 1}) a flip rate kappa + beta*i = "
+                f"class-dependent corruption {str(spec)!r} gives class {c} (i={c + 1}) a flip rate kappa + beta*i = "
                 f"{flip[c]:.4g} and a diagonal entry P_ii = {1 - flip[c]:.4g}; each must lie in [0, 1] for all "
                 f"{k} classes (need kappa + beta*K <= 1 and kappa + beta >= 0)"
             )
@@ -167,7 +167,7 @@ def corrupt_labels(labels: np.ndarray, P: np.ndarray, *, seed: int) -> tuple[np.
 
     Returns:
         ``(noisy, is_noisy)``: (N,) int64 noisy labels and (N,) bool mask ``noisy != labels``.
-        The realised noise rate is ``is_noisy.mean()``.
+        The realised corruption rate is ``is_noisy.mean()``.
     """
     p = _check_matrix(P)
     y = validate_labels(labels, p.shape[0])
@@ -183,10 +183,10 @@ def corrupt_labels(labels: np.ndarray, P: np.ndarray, *, seed: int) -> tuple[np.
     return noisy, noisy != y
 
 
-def noise_summary(labels: np.ndarray, noisy: np.ndarray, num_classes: int) -> dict:
-    """Realised noise statistics to store with a run.
+def corruption_summary(labels: np.ndarray, noisy: np.ndarray, num_classes: int) -> dict:
+    """Realised corruption statistics to store with a run.
 
-    Returns a dict with ``rate`` (fraction of flipped labels), ``n_noisy``, ``n``, ``per_class_rate`` (K,) list (NaN
+    Returns a dict with ``rate`` (fraction of flipped labels), ``n_flipped``, ``n``, ``per_class_rate`` (K,) list (NaN
     for an absent class) and ``empirical_matrix`` (K, K) nested list of ``Pr(noisy = j | true = i)``.
     """
     y = validate_labels(labels, num_classes)
@@ -201,7 +201,7 @@ def noise_summary(labels: np.ndarray, noisy: np.ndarray, num_classes: int) -> di
     flipped = int((y != z).sum())
     return {
         "rate": flipped / max(len(y), 1),
-        "n_noisy": flipped,
+        "n_flipped": flipped,
         "n": int(len(y)),
         "per_class_rate": per_class.tolist(),
         "empirical_matrix": emp.tolist(),

@@ -6,14 +6,14 @@ from .scores import (
     ScoreMethod,
     all_scores,
     detection_metrics,
+    induced_label_noise,
     label_error_scores,
-    label_noise,
     rank_suspects,
 )
 
 __all__ = [
     "ScoreMethod",
-    "label_noise",
+    "induced_label_noise",
     "label_error_scores",
     "all_scores",
     "rank_suspects",

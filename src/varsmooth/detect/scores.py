@@ -46,7 +46,7 @@ from ..errors import InputError
 
 __all__ = [
     "ScoreMethod",
-    "label_noise",
+    "induced_label_noise",
     "label_error_scores",
     "all_scores",
     "rank_suspects",
@@ -116,7 +116,7 @@ def _validate(labels, probs_mean, probs_pred) -> tuple[np.ndarray, np.ndarray | 
     return y, mean, pred
 
 
-def label_noise(probs_mean, probs_pred) -> np.ndarray:
+def induced_label_noise(probs_mean, probs_pred) -> np.ndarray:
     """Expected IVON label noise ``eps = probs_mean - probs_pred``, shape (N, K); each row sums to 0.
 
     ``probs_mean`` (N, K): softmax at the posterior mean; ``probs_pred`` (N, K): posterior predictive (mean

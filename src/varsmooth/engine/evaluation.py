@@ -98,8 +98,8 @@ def evaluate(
     if method.variational:  # induced label noise on a fixed subset of the training examples
         pos = np.sort(np.random.default_rng(seed_int(cfg.seed, 9)).permutation(run.train_pos)[:NOISE_SUBSET])
         p_mean, p_pred = predict_split(method, data.train.features, run.pool_index[pos], seed=seed + 2, **opts)
-        mask = None if run.noise_mask is None else run.noise_mask[pos]
-        summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], noise_mask=mask)
+        mask = None if run.flip_mask is None else run.flip_mask[pos]
+        summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], flip_mask=mask)
         m.update({f"train_noise_{k}": v for k, v in summary.items()})
     return m, probs
 
@@ -114,12 +114,12 @@ def noise_summary(
     p_pred: np.ndarray,
     *,
     labels: np.ndarray | None = None,
-    noise_mask: np.ndarray | None = None,
+    flip_mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Size of the induced label noise ``eps = p_mean - p_pred`` (N, K) over N examples.
 
     Returns ``l1`` and ``l2`` (means over examples of ``||eps_i||_1`` and ``||eps_i||_2``); with ``labels`` (N,),
-    ``on_label`` (mean of ``eps_{i, y_i}``; label smoothing's is ``-alpha (1 - 1/K)``); with ``noise_mask`` (N,) bool,
+    ``on_label`` (mean of ``eps_{i, y_i}``; label smoothing's is ``-alpha (1 - 1/K)``); with ``flip_mask`` (N,) bool,
     ``l1_noisy`` and ``l1_clean`` (the ``l1`` mean over corrupted and over clean labels, where any exist).
     Empty input gives NaN means.
     """
@@ -131,8 +131,8 @@ def noise_summary(
     if labels is not None:
         y = np.asarray(labels, dtype=np.int64)
         out["on_label"] = float(eps[np.arange(len(y)), y].mean())
-    if noise_mask is not None:
-        mask = np.asarray(noise_mask, dtype=bool)
+    if flip_mask is not None:
+        mask = np.asarray(flip_mask, dtype=bool)
         for name, sel in (("l1_noisy", mask), ("l1_clean", ~mask)):
             if sel.any():
                 out[name] = float(l1[sel].mean())

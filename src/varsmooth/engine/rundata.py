@@ -2,10 +2,10 @@
 
 Order of operations, each seeded: (1) load the dataset; (2) optionally keep a random ``train_subset`` of its
 training split (the *pool*, stream 1 of the run seed); (3) corrupt the pool's labels with the transition matrix of
-``noise`` (``corrupt_labels`` with ``noise_seed``), or read natural noisy labels from a file aligned with the
+``corruption`` (``corrupt_labels`` with ``corruption_seed``), or read natural noisy labels from a file aligned with the
 training split, or use the dataset's own labels (natural-noise datasets carry ``clean_labels`` when known);
 (4) optionally hold out ``val_fraction`` of the pool as a validation split *with noisy labels* (stream 2).
-The noise mask is ``given != clean`` over the pool; its mean is the realised noise rate.
+The flip mask is ``given != clean`` over the pool; its mean is the realised corruption rate.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from .. import data as datasets  # module attribute: tests swap load_dataset for a cached one
 from ..data import LabeledData
-from ..data.corruption import corrupt_labels, parse_noise, read_noisy_label_file, transition_matrix
+from ..data.corruption import corrupt_labels, parse_corruption, read_noisy_label_file, transition_matrix
 from ..data.validation import validate_features
 from ..errors import InputError
 from .trainconfig import TrainConfig
@@ -61,9 +61,9 @@ class RunData:
     pool_index: np.ndarray  # (P,) indices into data.train of the examples this run uses
     labels: np.ndarray  # (P,) int64 labels trained on (noisy)
     clean_labels: np.ndarray | None  # (P,) int64 true labels, or None when unknown
-    noise_mask: np.ndarray | None  # (P,) bool labels != clean_labels
+    flip_mask: np.ndarray | None  # (P,) bool labels != clean_labels
     is_val: np.ndarray  # (P,) bool held-out validation examples
-    noise: dict = field(default_factory=dict)  # what corrupted the labels and the realised rate
+    corruption: dict = field(default_factory=dict)  # what corrupted the labels and the realised rate
 
     @property
     def train_pos(self) -> np.ndarray:
@@ -87,7 +87,7 @@ def fetch(features, idx) -> torch.Tensor:
 
 def prepare(cfg: TrainConfig, data: LabeledData | None = None) -> RunData:
     """Load (unless ``data`` is given) and corrupt the data of a resolved TrainConfig; raises InputError."""
-    spec = parse_noise(cfg.noise)  # parse before the (slow) load, so a typo fails fast
+    spec = parse_corruption(cfg.corruption)  # parse before the (slow) load, so a typo fails fast
     if data is None:
         data = datasets.load_dataset(cfg.dataset, cfg.data_dir, **(cfg.data_options or {}))
     for split_name in ("train", "test"):
@@ -99,7 +99,9 @@ def prepare(cfg: TrainConfig, data: LabeledData | None = None) -> RunData:
     clean = None if data.train.clean_labels is None else data.train.clean_labels.numpy().astype(np.int64)
     if cfg.noisy_labels is not None:
         if spec.kind.value != "none":
-            raise InputError(f"--noise {cfg.noise!r} and --noisy-labels both given; use one source of label noise")
+            raise InputError(
+                f"--corruption {cfg.corruption!r} and --noisy-labels both given; use one source of corrupted labels"
+            )
         clean = given if clean is None else clean
         given = read_noisy_label_file(cfg.noisy_labels, n0, key=cfg.noisy_labels_key, num_classes=k)
     pool = np.arange(n0)
@@ -110,19 +112,19 @@ def prepare(cfg: TrainConfig, data: LabeledData | None = None) -> RunData:
         pool = np.sort(rng.choice(n0, size=cfg.train_subset, replace=False))
     given = given[pool]
     clean = None if clean is None else clean[pool]
-    noise: dict[str, Any] = {"spec": str(cfg.noise), "source": "dataset"}
+    corruption: dict[str, Any] = {"spec": str(cfg.corruption), "source": "dataset"}
     if spec.kind.value != "none":
         if data.train.clean_labels is not None:
-            raise InputError(f"{data.name} already has natural noisy labels; synthetic --noise must be 'none'")
+            raise InputError(f"{data.name} already has natural noisy labels; --corruption must be 'none'")
         P = transition_matrix(spec, k)
         clean = given
-        given, _ = corrupt_labels(clean, P, seed=cfg.noise_seed)
-        noise.update(source="synthetic", transition_matrix=P.tolist())
+        given, _ = corrupt_labels(clean, P, seed=cfg.corruption_seed)
+        corruption.update(source="synthetic", transition_matrix=P.tolist())
     elif cfg.noisy_labels is not None:
-        noise.update(source="file", file=str(cfg.noisy_labels))
+        corruption.update(source="file", file=str(cfg.noisy_labels))
     mask = None if clean is None else given != clean
     if mask is not None:
-        noise.update(realised_rate=float(mask.mean()), n_noisy=int(mask.sum()))
+        corruption.update(realised_rate=float(mask.mean()), n_flipped=int(mask.sum()))
     is_val = np.zeros(len(pool), dtype=bool)
     if cfg.val_fraction > 0:
         n_val = int(round(cfg.val_fraction * len(pool)))
@@ -131,5 +133,5 @@ def prepare(cfg: TrainConfig, data: LabeledData | None = None) -> RunData:
         rng = np.random.default_rng(seed_int(cfg.seed, 2))
         is_val[rng.choice(len(pool), size=n_val, replace=False)] = True
     if mask is not None:
-        noise["realised_rate_train"] = float(mask[~is_val].mean())
-    return RunData(data, pool, given, clean, mask, is_val, noise)
+        corruption["realised_rate_train"] = float(mask[~is_val].mean())
+    return RunData(data, pool, given, clean, mask, is_val, corruption)

@@ -8,8 +8,8 @@ NLL, 15-bin ECE on the test split and the validation split; IVON at the mean and
 a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``.
 
 A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``metrics.jsonl``, ``checkpoint.pt``,
-``final.json`` (final metrics, realised label-noise rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
-noise mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
+``final.json`` (final metrics, realised corruption rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
+flip mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
 checkpoint resumes from it when the config matches (``epochs`` may grow; the options in ``RESUME_FREE`` -- device,
 progress, data_dir, num_workers, eval_batch_size, eval_every -- may change) and raises :class:`InputError`
 otherwise. Nothing is written before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
@@ -84,7 +84,7 @@ class TrainResult:
     history: list[dict]  # per-epoch metrics (also in metrics.jsonl)
     model: nn.Module
     method: Method  # .optimizer is the IVON / SGD / SAM optimizer; IVON: .posterior_std()
-    run: RunData  # data, pool indices, labels trained on, clean labels, noise mask, validation mask
+    run: RunData  # data, pool indices, labels trained on, clean labels, flip mask, validation mask
     test_probs: np.ndarray  # (N_test, K) at the mean
     test_probs_pred: np.ndarray | None  # (N_test, K) posterior predictive (IVON)
     train_probs: np.ndarray | None  # (P, K) over the pool (train + val), at the mean
@@ -252,7 +252,7 @@ def _train(
                 "seed": cfg.seed,
                 "versions": versions(),
                 "world_size": dist.world_size,
-                "noise": run.noise,
+                "corruption": run.corruption,
                 **record,
             },
         )
@@ -413,7 +413,7 @@ def _finish(
         metrics["warnings"] = [warning]
         if warn and main:
             sys.stderr.write(f"varsmooth: warning: {warning}\n")
-    metrics.update({f"noise_{k}": v for k, v in run.noise.items() if k != "transition_matrix"})
+    metrics.update({f"corruption_{k}": v for k, v in run.corruption.items() if k != "transition_matrix"})
     metrics.update(
         n_train=int((~run.is_val).sum()),
         n_val=int(run.is_val.sum()),
@@ -431,7 +431,7 @@ def _finish(
         }
         for name, value in (
             ("clean_labels", run.clean_labels),
-            ("noise_mask", run.noise_mask),
+            ("flip_mask", run.flip_mask),
             ("test_probs_pred", probs.get("pred")),
             ("train_probs", train_probs),
             ("train_probs_pred", train_pred),

@@ -56,8 +56,8 @@ class TrainConfig:
     data_dir: str | None = _opt(None, "folder with the dataset's files (not needed for bundled sets)")
     model: str = _opt("mlp", "logreg | mlp | cnn3 | resnet18 | resnet34 | resnet50")
     method: str = _opt("erm", "erm | ls | ols | sam | ivon | ivon-fixed-h")
-    noise: str = _opt(
-        "none", "synthetic label noise: symmetric:R, pairflip:R, class-dependent:KAPPA[:BETA] or none",
+    corruption: str = _opt(
+        "none", "label corruption (flips): symmetric:R, pairflip:R, class-dependent:KAPPA[:BETA] or none",
         metavar="KIND:RATE",
     )
     noisy_labels: str | None = _opt(
@@ -66,7 +66,7 @@ class TrainConfig:
     )
     noisy_labels_key: str | None = _opt(None, "entry of a CIFAR-N .pt file (e.g. worse_label)")
     seed: int = _opt(0, "run seed: initial weights, data order, subsets, IVON's weight noise")
-    noise_seed: int | None = _opt(None, "seed of the label flips; None: --seed")
+    corruption_seed: int | None = _opt(None, "seed of the label flips; None: --seed")
     epochs: int = _opt(10, "training epochs")
     batch_size: int = _opt(128, "examples per optimizer step")
     lr: float | None = _opt(None, "learning rate; None: the method's")
@@ -163,7 +163,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.warmup_epochs is None:
         cfg.warmup_epochs = 0.025 * cfg.schedule_epochs if cfg.schedule == "cosine" else 0.0
     _check(0 <= cfg.warmup_epochs < cfg.schedule_epochs, "warmup_epochs", cfg.warmup_epochs, "in [0, schedule_epochs)")
-    cfg.noise_seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
+    cfg.corruption_seed = cfg.seed if cfg.corruption_seed is None else cfg.corruption_seed
     if method in ("ls", "ols"):
         _check(0 <= cfg.alpha <= 1, "alpha", cfg.alpha, "in [0, 1]")
     if method == "sam":

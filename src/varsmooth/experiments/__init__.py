@@ -84,7 +84,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise InputError(f"--set {key}: cannot parse value {value!r}") from None
 
 
-def resolve_config(exp_id: str, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""
     table = presets(exp_id)
     if preset not in table:

@@ -2,7 +2,7 @@
 
 A sweep configuration is ``{"name": str, "tags": {column: value}, "train": {TrainConfig fields}}``: ``train`` is
 what the engine runs, ``tags`` are the columns the run contributes to the experiment's tidy ``results.csv``
-(method, noise, alpha, seed, ...).
+(method, corruption, alpha, seed, ...).
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ from ._common import load_cached, numeric_metrics, tidy_rows, train_sweep_run, w
 
 RUN_FN = "varsmooth.experiments._compare:compare_run"
 # Every run has all these tag columns (empty where they do not apply), so results.csv has the same columns always.
-TAGS = ("method", "noise", "alpha", "rho", "ess_factor", "h0", "seed")
+TAGS = ("method", "corruption", "alpha", "rho", "ess_factor", "h0", "seed")
 METRICS = (
     "test_acc", "test_pred_acc", "val_acc", "val_pred_acc", "test_nll", "test_pred_nll", "test_ece", "test_pred_ece",
-    "train_acc", "noise_realised_rate", "noise_realised_rate_train", "ess", "sigma_mean", "sigma_median",
+    "train_acc", "corruption_realised_rate", "corruption_realised_rate_train", "ess", "sigma_mean", "sigma_median",
     "label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
     "test_acc_best", "test_acc_best_epoch", "test_pred_acc_best", "beta2", "hess_init_weight", "h_ratio_q05",
     "h_ratio_median", "h_ratio_q95", "sigma_q05", "sigma_q95", "ess_search_cost_runs", "ess_factor_chosen",
@@ -90,12 +90,12 @@ def _grid(cfg: dict, key: str, *, positive: bool = False, upper: float | None = 
     return out
 
 
-def grid(cfg: dict, key: str, noise: str | None = None, **bounds) -> list[float]:
+def grid(cfg: dict, key: str, corruption: str | None = None, **bounds) -> list[float]:
     """The list of numbers ``cfg[key]``, checked (InputError naming the key otherwise); a list under
-    ``noise_options[noise][key]`` replaces it for that setting (e.g. the paper's per-setting h0, Table 1)."""
-    per_noise = (cfg.get("noise_options") or {}).get(noise, {}) if noise is not None else {}
-    if key in per_noise:
-        return _grid({key: per_noise[key]}, key, **bounds)
+    ``corruption_options[corruption][key]`` replaces it for that setting (e.g. the paper's per-setting h0, Table 1)."""
+    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {}) if corruption is not None else {}
+    if key in per_corruption:
+        return _grid({key: per_corruption[key]}, key, **bounds)
     return _grid(cfg, key, **bounds)
 
 
@@ -107,11 +107,11 @@ def fmt_factor(value: Any) -> str:
     return AUTO if value == AUTO else f"x{float(value):g}"
 
 
-def ess_grid(cfg: dict, noise: str | None = None) -> list[float | str]:
+def ess_grid(cfg: dict, corruption: str | None = None) -> list[float | str]:
     """``ess_factors``: positive factors of N, and ``"auto"`` (ess chosen by the engine on the validation split,
     :mod:`varsmooth.engine.ess_search`; needs ``val_fraction > 0``)."""
-    per_noise = (cfg.get("noise_options") or {}).get(noise, {}) if noise is not None else {}
-    values = per_noise.get("ess_factors", cfg.get("ess_factors"))
+    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {}) if corruption is not None else {}
+    values = per_corruption.get("ess_factors", cfg.get("ess_factors"))
     if not isinstance(values, list) or not values:
         raise InputError(f"ess_factors={values!r} is not allowed; give a non-empty list of numbers or 'auto'")
     numbers = _grid({"ess_factors": [v for v in values if v != AUTO] or [1.0]}, "ess_factors", positive=True)
@@ -121,27 +121,27 @@ def ess_grid(cfg: dict, noise: str | None = None) -> list[float | str]:
     return [AUTO if v == AUTO else next(it) for v in values]
 
 
-def train_config(cfg: dict[str, Any], method: str, noise: str, seed: int, **options: Any) -> dict[str, Any]:
+def train_config(cfg: dict[str, Any], method: str, corruption: str, seed: int, **options: Any) -> dict[str, Any]:
     """The TrainConfig dict of one run: the preset's common keys, ``train`` (all methods), ``method_options[m]``,
-    ``noise_options[noise]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
+    ``corruption_options[corruption]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
     base = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
-    per_noise = (cfg.get("noise_options") or {}).get(noise, {})
+    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {})
     family = "ivon" if method.startswith("ivon") else "sgd"
-    per_noise = {k: v for k, v in per_noise.items() if isinstance(v, dict)}  # lists there are grids (see grid)
+    per_corruption = {k: v for k, v in per_corruption.items() if isinstance(v, dict)}  # lists: grids (see grid)
     merged = {
         **base,
         **(cfg.get("train") or {}),
         **(cfg.get("method_options") or {}).get(family, {}),
         **(cfg.get("method_options") or {}).get(method, {}),
-        **per_noise.get("all", {}),
-        **per_noise.get(family, {}),
-        **per_noise.get(method, {}),
+        **per_corruption.get("all", {}),
+        **per_corruption.get(family, {}),
+        **per_corruption.get(method, {}),
         "method": method,
         "seed": int(seed),
         **options,
     }
     if "noisy_labels" not in merged or merged["noisy_labels"] is None:
-        merged.setdefault("noise", noise)
+        merged.setdefault("corruption", corruption)
     return merged
 
 
@@ -150,11 +150,11 @@ def _fmt(v: Any) -> str:
 
 
 def run_config(
-    cfg: dict[str, Any], method: str, noise: str, seed: int, *, extra_tags: dict | None = None, **hp: Any
+    cfg: dict[str, Any], method: str, corruption: str, seed: int, *, extra_tags: dict | None = None, **hp: Any
 ) -> dict[str, Any]:
     """One sweep configuration ``{"name", "tags", "train"}``. ``hp``: alpha, rho, ess_factor, h0 (-> hess_init)."""
     tags = dict.fromkeys(TAGS, "")
-    tags.update(method=method, noise=noise, seed=int(seed), **(extra_tags or {}))
+    tags.update(method=method, corruption=corruption, seed=int(seed), **(extra_tags or {}))
     options = {}
     for key, value in hp.items():
         tags[key] = value
@@ -163,26 +163,26 @@ def run_config(
         else:
             options["hess_init" if key == "h0" else key] = value
     name = "_".join(
-        [noise.replace(":", "-"), method]
+        [corruption.replace(":", "-"), method]
         + [f"{k}{_fmt(v)}" for k, v in (extra_tags or {}).items()]
         + [f"{k}{_fmt(v)}" for k, v in hp.items()]
         + [f"s{seed}"]
     )
-    return {"name": name, "tags": tags, "train": train_config(cfg, method, noise, seed, **options)}
+    return {"name": name, "tags": tags, "train": train_config(cfg, method, corruption, seed, **options)}
 
 
 def check_configs(configs: Sequence[dict]) -> None:
-    """Resolve every run's TrainConfig and build each distinct noise model for its dataset before anything runs,
-    so a bad key or an invalid noise (e.g. a class-dependent row outside [0, 1]) fails at once with InputError."""
-    from ..data.corruption import parse_noise, transition_matrix
+    """Resolve every run's TrainConfig and build each distinct corruption model for its dataset before anything runs,
+    so a bad key or an invalid corruption (e.g. a class-dependent row outside [0, 1]) fails at once with InputError."""
+    from ..data.corruption import parse_corruption, transition_matrix
 
     seen = set()
     for c in configs:
         t = resolve_config(TrainConfig.from_dict(c["train"]))
-        key = (t.dataset, t.data_dir, repr(sorted(t.data_options.items())), t.noise)
-        if key not in seen and parse_noise(t.noise).kind.value != "none":
+        key = (t.dataset, t.data_dir, repr(sorted(t.data_options.items())), t.corruption)
+        if key not in seen and parse_corruption(t.corruption).kind.value != "none":
             seen.add(key)
-            transition_matrix(parse_noise(t.noise), load_cached(c["train"]).num_classes)
+            transition_matrix(parse_corruption(t.corruption), load_cached(c["train"]).num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,9 +195,9 @@ def label_noise_stats(result) -> dict[str, float]:
         return {}
     run = result.run
     pos = run.train_pos
-    mask = None if run.noise_mask is None else run.noise_mask[pos]
+    mask = None if run.flip_mask is None else run.flip_mask[pos]
     p_mean, p_pred = result.train_probs[pos], result.train_probs_pred[pos]
-    summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], noise_mask=mask)
+    summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], flip_mask=mask)
     return {f"label_noise_{k}": v for k, v in summary.items() if k != "l2"}
 
 
@@ -364,7 +364,7 @@ def ivon_noise_summary(recs: Sequence[dict], *, keys: Sequence[str]) -> list[dic
     return out
 
 
-def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, setting: str = "noise") -> list[dict]:
+def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, setting: str = "corruption") -> list[dict]:
     """Tidy rows for the accuracy-vs-hyperparameter plot: ``test_acc`` rows, plus IVON's posterior predictive as a
     pseudo-method ``ivon (pred.)`` (``test_pred_acc`` relabelled), only at ``fixed[row[setting]]`` when given."""
     out = [r for r in rows if r["metric"] == "test_acc"]
@@ -388,22 +388,22 @@ def comparison_configs(
     cfg: dict[str, Any], settings: Sequence[tuple[Any, str, dict]]
 ) -> tuple[list[dict], dict[Any, dict[str, float]]]:
     """ERM, LS over ``alphas``, SAM over ``rhos``, IVON over ``ess_factors`` x ``hess_inits`` for every
-    ``(setting value, noise, extra tags)`` and seed; returns the configs and IVON's fixed setting per value."""
+    ``(setting value, corruption, extra tags)`` and seed; returns the configs and IVON's fixed setting per value."""
     require_data(cfg)
     configs, fixed = [], {}
-    for value, noise, extra in settings:
-        alphas = grid(cfg, "alphas", noise, upper=1.0)
-        rhos = grid(cfg, "rhos", noise)
-        ess_factors = ess_grid(cfg, noise)
-        h0s = grid(cfg, "hess_inits", noise, positive=True)
+    for value, corruption, extra in settings:
+        alphas = grid(cfg, "alphas", corruption, upper=1.0)
+        rhos = grid(cfg, "rhos", corruption)
+        ess_factors = ess_grid(cfg, corruption)
+        h0s = grid(cfg, "hess_inits", corruption, positive=True)
         fixed[value] = {"ess_factor": ess_factors[0], "h0": h0s[0]}
         for seed in cfg["seeds"]:
             kw = {"extra_tags": extra}
-            configs.append(run_config(cfg, "erm", noise, seed, **kw))
-            configs += [run_config(cfg, "ls", noise, seed, alpha=a, **kw) for a in alphas]
-            configs += [run_config(cfg, "sam", noise, seed, rho=r, **kw) for r in rhos]
+            configs.append(run_config(cfg, "erm", corruption, seed, **kw))
+            configs += [run_config(cfg, "ls", corruption, seed, alpha=a, **kw) for a in alphas]
+            configs += [run_config(cfg, "sam", corruption, seed, rho=r, **kw) for r in rhos]
             configs += [
-                run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h, **kw) for e in ess_factors for h in h0s
+                run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h, **kw) for e in ess_factors for h in h0s
             ]
     return configs, fixed
 
@@ -424,7 +424,7 @@ def run_comparison(
 ) -> dict[str, Any]:
     """Run :func:`comparison_configs` and write table.md, selection.csv, accuracy_vs_hyperparameter.png (when
     ``curves``) and summary_<protocol>.png (bars per ``setting`` value); returns the summary. ``relabel``: tag
-    values to set on every run (e.g. the noise column of natural-noise runs, whose engine noise is "none")."""
+    values to set on every run (e.g. the corruption column of natural-noise runs, whose engine corruption is "none")."""
     from .. import plots
     from ._claims import comparison_claims
 

@@ -15,25 +15,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.corruption import parse_noise
+from ..data.corruption import parse_corruption
 from ..errors import InputError
 from . import _compare as C
 
 ID = "class-dependent"
-DESCRIPTION = "Fig. 7: class-dependent noise (kappa 0.1-0.5, beta 0.05): IVON vs best LS, best SAM, ERM"
+DESCRIPTION = "Fig. 7: class-dependent corruption (kappa 0.1-0.5, beta 0.05): IVON vs best LS, best SAM, ERM"
 
 
 def settings(cfg: dict[str, Any]) -> list[tuple[float, str, dict]]:
-    """``(kappa, noise spec, {"kappa": kappa})`` per kappa; invalid rows (kappa + beta K > 1) are InputErrors."""
+    """``(kappa, corruption spec, {"kappa": kappa})`` per kappa; invalid rows (kappa + beta K > 1) are InputErrors."""
     kappas = C.grid(cfg, "kappas", upper=1.0)
     beta = cfg.get("beta")
     if isinstance(beta, bool) or not isinstance(beta, int | float) or beta < 0:
         raise InputError(f"beta={beta!r} is not allowed; it must be a number >= 0")
     out = []
     for kappa in kappas:
-        noise = f"class-dependent:{kappa:g}:{float(beta):g}"
-        parse_noise(noise)
-        out.append((kappa, noise, {"kappa": kappa}))
+        corruption = f"class-dependent:{kappa:g}:{float(beta):g}"
+        parse_corruption(corruption)
+        out.append((kappa, corruption, {"kappa": kappa}))
     return out
 
 

@@ -145,7 +145,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         },
         acc_dir / "accuracy.png",
         ylabel="accuracy",
-        title=f"{cfg['noise']} label noise, settings chosen on the noisy validation split",
+        title=f"{cfg['corruption']} label noise, settings chosen on the noisy validation split",  # fmt: skip
     )
     n_train = len(g.labels)
     acc_summary = {
@@ -191,7 +191,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     det = gal_summary["detection"]
     summary = {
         "description": DESCRIPTION,
-        "noise": cfg["noise"],
+        "corruption": cfg["corruption"],
         "test_acc": {
             "erm": best["erm"]["test_acc"],
             "ls": best["ls"]["test_acc"],

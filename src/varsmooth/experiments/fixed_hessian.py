@@ -1,11 +1,11 @@
 """Learned vs fixed Hessian in IVON (paper Fig. 6; Sec. 4.3.1, App. C.2).
 
 ``ivon-fixed-h`` sets ``beta2 = 1`` in Alg. 1 line 5, so ``h`` stays at its initial value and the posterior
-variance ``sigma^2 = 1 / (ess (h0 + delta))`` never adapts; ``ivon`` learns ``h``. Per noise setting and seed:
+variance ``sigma^2 = 1 / (ess (h0 + delta))`` never adapts; ``ivon`` learns ``h``. Per corruption setting and seed:
 ``ivon`` at every ``ess_factors`` x ``hess_inits`` and ``ivon-fixed-h`` at every ``ess_factors`` x
 ``fixed_hess_inits`` ("multiple fixed Hessians", as in the paper). Reported at the mean and as posterior predictive.
 
-Outputs: ``results.csv``, ``table.md`` (mean ± std over seeds per variant), ``fixed_hessian.png`` (bars per noise
+Outputs: ``results.csv``, ``table.md`` (mean ± std over seeds per variant), ``fixed_hessian.png`` (bars per corruption
 setting), and in the summary the gap learned minus best fixed (by test accuracy, and by validation accuracy when
 ``val_fraction > 0``).
 """
@@ -19,7 +19,7 @@ from .. import plots
 from ..report import markdown_table
 from . import _compare as C
 from ._claims import fixed_hessian_claims
-from .noisy_accuracy import noises
+from .noisy_accuracy import corruptions
 
 ID = "fixed-hessian"
 DESCRIPTION = "Fig. 6: IVON with learned vs fixed Hessian (beta2 = 1) under synthetic label noise"
@@ -28,14 +28,14 @@ DESCRIPTION = "Fig. 6: IVON with learned vs fixed Hessian (beta2 = 1) under synt
 def build(cfg: dict[str, Any]) -> list[dict]:
     C.require_data(cfg)
     configs = []
-    for noise in noises(cfg):
-        ess_factors = C.ess_grid(cfg, noise)
-        learned = C.grid(cfg, "hess_inits", noise, positive=True)
-        fixed = C.grid(cfg, "fixed_hess_inits", noise, positive=True)
+    for corruption in corruptions(cfg):
+        ess_factors = C.ess_grid(cfg, corruption)
+        learned = C.grid(cfg, "hess_inits", corruption, positive=True)
+        fixed = C.grid(cfg, "fixed_hess_inits", corruption, positive=True)
         for seed in cfg["seeds"]:
             for e in ess_factors:
-                configs += [C.run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h) for h in learned]
-                configs += [C.run_config(cfg, "ivon-fixed-h", noise, seed, ess_factor=e, h0=h) for h in fixed]
+                configs += [C.run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for h in learned]
+                configs += [C.run_config(cfg, "ivon-fixed-h", corruption, seed, ess_factor=e, h0=h) for h in fixed]
     return configs
 
 
@@ -50,13 +50,14 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     rows, results = C.run_grid(configs, out, runtime or Runtime())
     recs = C.records(results)
     table, gaps = [], []
-    for noise in dict.fromkeys(r["noise"] for r in recs):
-        here = [r for r in recs if r["noise"] == noise]
+    for corruption in dict.fromkeys(r["corruption"] for r in recs):
+        here = [r for r in recs if r["corruption"] == corruption]
         for variant in dict.fromkeys(_variant(r) for r in here):
             vr = [r for r in here if _variant(r) == variant]
             for metric in ("test_acc", "test_pred_acc"):
                 s = C._stats([r[metric] for r in vr if metric in r])
-                table.append({"noise": noise, "variant": variant, "method": vr[0]["method"], "h0": vr[0]["h0"],
+                table.append({"corruption": corruption, "variant": variant, "method": vr[0]["method"],
+                              "h0": vr[0]["h0"],
                               "ess_factor": vr[0]["ess_factor"], "metric": metric, **s})  # fmt: skip
         for e in dict.fromkeys(r["ess_factor"] for r in here):
             for report, by in (("test_acc", "test_acc"), ("test_acc", "val_acc"), ("test_pred_acc", "val_pred_acc")):
@@ -66,7 +67,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
                 if learned and fixed:
                     gaps.append(
                         {
-                            "noise": noise,
+                            "corruption": corruption,
                             "ess_factor": e,
                             "metric": report,
                             "selected_by": by,
@@ -78,14 +79,14 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
                     )
     figures = []
     if table:
-        md = [{k: r[k] for k in ("noise", "variant", "metric")} | {"test accuracy": r["text"], "n": r["n"]}
+        md = [{k: r[k] for k in ("corruption", "variant", "metric")} | {"test accuracy": r["text"], "n": r["n"]}
               for r in table]  # fmt: skip
         (out / "table.md").write_text(markdown_table(md, list(md[0])), encoding="utf-8")
         bars = [{**r, "series": _variant(r), "metric": "test_acc", "value": r["test_acc"]} for r in recs]
         figures.append(
             plots.bar_plot_rows(
                 bars,
-                group="noise",
+                group="corruption",
                 series="series",
                 path=out / "fixed_hessian.png",
                 title="IVON: learned vs fixed h (test accuracy at the mean)",

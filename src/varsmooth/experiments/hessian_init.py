@@ -1,6 +1,6 @@
 """IVON's accuracy against its Hessian initialisation h0 (paper Fig. 10; App. B.1).
 
-Per noise setting and seed, IVON at every ``hess_inits`` value (and every ``ess_factors``); h0 sets the initial
+Per corruption setting and seed, IVON at every ``hess_inits`` value (and every ``ess_factors``); h0 sets the initial
 posterior width ``sigma = 1 / sqrt(ess (h0 + delta))`` and, with ``rescale_lr``, the step size. The paper finds the
 accuracy varies by at most ~10% for h0 >= 0.05; the summary reports that spread (max - min of the mean accuracy
 over h0 >= ``spread_from``) per setting.
@@ -20,7 +20,7 @@ from .. import plots
 from ..report import markdown_table
 from . import _compare as C
 from ._claims import hessian_init_claims
-from .noisy_accuracy import noises
+from .noisy_accuracy import corruptions
 
 ID = "hessian-init"
 DESCRIPTION = "Fig. 10: IVON test accuracy vs Hessian initialisation h0 under label noise"
@@ -29,11 +29,13 @@ DESCRIPTION = "Fig. 10: IVON test accuracy vs Hessian initialisation h0 under la
 def build(cfg: dict[str, Any]) -> list[dict]:
     C.require_data(cfg)
     configs = []
-    for noise in noises(cfg):
-        ess_factors = C.ess_grid(cfg, noise)
-        h0s = C.grid(cfg, "hess_inits", noise, positive=True)
+    for corruption in corruptions(cfg):
+        ess_factors = C.ess_grid(cfg, corruption)
+        h0s = C.grid(cfg, "hess_inits", corruption, positive=True)
         for seed in cfg["seeds"]:
-            configs += [C.run_config(cfg, "ivon", noise, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s]
+            configs += [
+                C.run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s
+            ]
     return configs
 
 
@@ -45,23 +47,24 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     recs = C.records(results)
     spread_from = float(cfg.get("spread_from", 0.05))
     table, spread = [], []
-    keys = dict.fromkeys((r["noise"], r["ess_factor"]) for r in recs)
-    for noise, e in keys:
-        here = [r for r in recs if r["noise"] == noise and r["ess_factor"] == e]
+    keys = dict.fromkeys((r["corruption"], r["ess_factor"]) for r in recs)
+    for corruption, e in keys:
+        here = [r for r in recs if r["corruption"] == corruption and r["ess_factor"] == e]
         for metric in ("test_acc", "test_pred_acc"):
             means = {}
             for h in sorted(dict.fromkeys(r["h0"] for r in here)):
                 s = C._stats([r[metric] for r in here if r["h0"] == h and metric in r])
                 means[h] = s["mean"]
-                table.append({"noise": noise, "ess_factor": e, "h0": h, "metric": metric, **s})
+                table.append({"corruption": corruption, "ess_factor": e, "h0": h, "metric": metric, **s})
             big = [m for h, m in means.items() if h >= spread_from]
             if big:
-                spread.append({"noise": noise, "ess_factor": e, "metric": metric, "h0_from": spread_from,
+                spread.append({"corruption": corruption, "ess_factor": e, "metric": metric, "h0_from": spread_from,
                                "spread": float(np.max(big) - np.min(big)),
                                "best_h0": max(means, key=means.get)})  # fmt: skip
     figures = []
     if rows:
-        md = [{k: r[k] for k in ("noise", "ess_factor", "h0", "metric")} | {"test accuracy": r["text"], "n": r["n"]}
+        md = [{k: r[k] for k in ("corruption", "ess_factor", "h0", "metric")}
+              | {"test accuracy": r["text"], "n": r["n"]}
               for r in table]  # fmt: skip
         (out / "table.md").write_text(markdown_table(md, list(md[0])), encoding="utf-8")
         curves = [

@@ -13,7 +13,7 @@ Label sources, in this order:
    files; their numbers say nothing about natural noise.
 
 Per seed: ERM, LS over ``alphas``, SAM over ``rhos``, IVON over ``ess_factors`` x ``hess_inits``, with the paper
-and fair protocols of :mod:`._compare`. Outputs as in ``noisy-accuracy`` (the setting column ``noise`` holds the
+and fair protocols of :mod:`._compare`. Outputs as in ``noisy-accuracy`` (the setting column ``corruption`` holds the
 label source).
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.corruption import corrupt_labels, parse_noise, transition_matrix
+from ..data.corruption import corrupt_labels, parse_corruption, transition_matrix
 from ..errors import InputError
 from ..io import atomic_open
 from . import _compare as C
@@ -37,7 +37,7 @@ NATURAL_DATASETS = ("clothing1m",)
 def write_stand_in(cfg: dict[str, Any], out: Path) -> Path:
     """Write ``out/stand_in_labels.npy``: the training labels corrupted by ``cfg["stand_in"]`` (seeded)."""
     data = C.load_cached({k: cfg.get(k) for k in ("dataset", "data_dir")} | {"data_options": cfg.get("data_options")})
-    spec = parse_noise(str(cfg["stand_in"]))
+    spec = parse_corruption(str(cfg["stand_in"]))
     if spec.kind.value == "none":
         raise InputError("stand_in='none' gives no label noise; use a synthetic spec such as class-dependent:0.1:0.05")
     labels = data.train.labels.numpy().astype(np.int64)
@@ -75,6 +75,6 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     source, options = label_source(cfg, out)
     run_cfg = dict(cfg)
     run_cfg["train"] = {**(cfg.get("train") or {}), **options}
-    summary = C.run_comparison(run_cfg, out, runtime or Runtime(), [(source, "none", {})], setting="noise",
-                               relabel={"noise": source}, figure="Fig. 9")  # fmt: skip
+    summary = C.run_comparison(run_cfg, out, runtime or Runtime(), [(source, "none", {})], setting="corruption",
+                               relabel={"corruption": source}, figure="Fig. 9")  # fmt: skip
     return {"label_source": source, "stand_in": bool(cfg.get("stand_in")) and "stand-in" in source, **summary}

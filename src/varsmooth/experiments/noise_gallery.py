@@ -42,7 +42,9 @@ DESCRIPTION = (
 )
 
 # TrainConfig fields a preset may set at its top level (anything else goes in its ``train`` mapping)
-TRAIN_KEYS = ("dataset", "data_dir", "model", "model_options", "train_subset", "noise", "epochs", "batch_size", "seed")
+TRAIN_KEYS = (
+    "dataset", "data_dir", "model", "model_options", "train_subset", "corruption", "epochs", "batch_size", "seed",
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers

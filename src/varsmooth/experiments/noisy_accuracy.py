@@ -1,6 +1,6 @@
 """Test accuracy under synthetic label noise: LS alpha and SAM rho grids, ERM and IVON (paper Fig. 5, 8; Sec. 4.3.1).
 
-For each noise setting (``noises``: symmetric 20%, symmetric 40%, pair-flip 20%) and seed: ERM, LS over ``alphas``,
+For each corruption (``corruptions``: symmetric 20%, symmetric 40%, pair-flip 20%) and seed: ERM, LS over ``alphas``,
 SAM over ``rhos`` and IVON over ``ess_factors`` x ``hess_inits`` (ess = factor x training-set size; the paper uses
 ess = N, h0 = 0.9). Reports the *paper* and *fair* protocols side by side (see :mod:`._compare`), IVON at the
 mean and as posterior predictive, and the label noise IVON induced at each ess.
@@ -15,26 +15,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.corruption import parse_noise
+from ..data.corruption import parse_corruption
 from ..errors import InputError
 from . import _compare as C
 
 ID = "noisy-accuracy"
-DESCRIPTION = "Fig. 5, 8: accuracy vs LS alpha / SAM rho with IVON and ERM under symmetric and pair-flip noise"
+DESCRIPTION = "Fig. 5, 8: accuracy vs LS alpha / SAM rho with IVON and ERM under symmetric and pair-flip corruption"
 
 
-def noises(cfg: dict) -> list[str]:
-    """The preset's ``noises`` list, each parsed (InputError for a bad one)."""
-    values = cfg.get("noises")
+def corruptions(cfg: dict) -> list[str]:
+    """The preset's ``corruptions`` list, each parsed (InputError for a bad one)."""
+    values = cfg.get("corruptions")
     if not isinstance(values, list) or not values:
-        raise InputError(f"noises={values!r} is not allowed; give a list such as [symmetric:0.2, pairflip:0.2]")
+        raise InputError(f"corruptions={values!r} is not allowed; give a list such as [symmetric:0.2, pairflip:0.2]")
     for v in values:
-        parse_noise(str(v))
+        parse_corruption(str(v))
     return [str(v) for v in values]
 
 
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     from . import Runtime
 
-    settings = [(noise, noise, {}) for noise in noises(cfg)]
-    return C.run_comparison(cfg, out, runtime or Runtime(), settings, setting="noise")
+    settings = [(corruption, corruption, {}) for corruption in corruptions(cfg)]
+    return C.run_comparison(cfg, out, runtime or Runtime(), settings, setting="corruption")
