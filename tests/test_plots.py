@@ -5,8 +5,9 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from varsmooth import plots
+from varsmooth import metrics, plots
 from varsmooth.io import read_csv, write_csv
 
 
@@ -200,7 +201,7 @@ def test_bar_plot_rows_aggregates_over_seeds(tmp_path, monkeypatch):
         seen.update(groups=groups, values=values, errors=errors, options=options)
         return path
 
-    monkeypatch.setattr(plots, "bar_plot", fake_bar_plot)
+    monkeypatch.setattr(plots.charts, "bar_plot", fake_bar_plot)
     plots.bar_plot_rows(rows, group="kappa", path=tmp_path / "b.png")
     assert seen["groups"] == ["0.1", "0.3"] and seen["options"]["xlabel"] == "kappa"
     for m in ("ivon", "ls"):
@@ -208,6 +209,39 @@ def test_bar_plot_rows_aggregates_over_seeds(tmp_path, monkeypatch):
             vals = [r["value"] for r in rows if r["method"] == m and r["kappa"] == k]
             assert seen["values"][m][gi] == pytest.approx(np.mean(vals), abs=1e-12)
             assert seen["errors"][m][gi] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+
+
+def _synthetic_predictions(n: int = 600, k: int = 5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labels (n,) and softmax probabilities (n, k) of an over-confident and an under-confident model."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[labels]
+    out = {}
+    for name, temperature in (("sharp", 0.3), ("flat", 3.0)):
+        z = logits / temperature
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        out[name] = (labels, p / p.sum(axis=1, keepdims=True))
+    return out
+
+
+def test_reliability_diagram_bins_and_ece_in_the_title(tmp_path):
+    preds = _synthetic_predictions()
+    fig = plots.reliability_diagram_figure(preds, bins=10)
+    assert len(fig.axes) == 2
+    for ax, (name, (labels, probs)) in zip(fig.axes, preds.items(), strict=True):
+        assert ax.get_title() == f"{name}\nECE {metrics.ece(labels, probs, bins=10):.3f}"  # the recorded metric
+        conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+        idx = np.clip(np.ceil(conf * 10).astype(int) - 1, 0, 9)
+        full = [b for b in range(10) if (idx == b).any()]
+        bars = ax.patches[: len(full)]  # accuracy bars first, then the gap bars
+        for b, bar in zip(full, bars, strict=True):
+            assert bar.get_x() == pytest.approx(b / 10) and bar.get_height() == pytest.approx(correct[idx == b].mean())
+        stats = plots.reliability_bins(labels, probs, bins=10)
+        weighted = np.nansum(stats["count"] * np.abs(stats["accuracy"] - stats["confidence"])) / len(labels)
+        assert weighted == pytest.approx(metrics.ece(labels, probs, bins=10), abs=1e-12)
+    _check_png(plots.reliability_diagram(preds, tmp_path / "r.png"), tmp_path / "r.png")
+    with pytest.raises(ValueError, match="shapes"):
+        plots.reliability_diagram_figure({"x": (np.zeros(3, int), np.ones(3))})
 
 
 def _display_points(artist) -> np.ndarray:
@@ -248,6 +282,7 @@ PLOT_CALLS = {
     "bar_plot_rows": lambda p: plots.bar_plot_rows(
         [dict(kappa=k, method=m, seed=s, metric="test_acc", value=0.9 - k) for k in (0.1, 0.3)
          for m in ("erm", "ivon") for s in range(2)], group="kappa", path=p),
+    "reliability_diagram": lambda p: plots.reliability_diagram(_synthetic_predictions(), p),
 }  # fmt: skip
 
 
@@ -257,12 +292,13 @@ def test_no_legend_overlaps_the_data_of_any_plot_function(tmp_path, monkeypatch)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     public = {name for name, fn in inspect.getmembers(plots, inspect.isfunction)
-              if fn.__module__ == plots.__name__ and not name.startswith("_") and not name.endswith("_figure")
-              and "path" in inspect.signature(fn).parameters and name != "save_figure"}  # fmt: skip
+              if fn.__module__.startswith(plots.__name__ + ".") and not name.startswith("_")
+              and not name.endswith("_figure") and "path" in inspect.signature(fn).parameters
+              and name != "save_figure"}  # fmt: skip
     assert public == set(PLOT_CALLS), "every plot function needs a case here"
     figures = []
-    real = plots.save_figure
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: (figures.append(fig), real(fig, path, **kw))[1])
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), real(fig, *a, **kw))[1])
     for name, call in PLOT_CALLS.items():
         figures.clear()
         call(tmp_path / f"{name}.png")

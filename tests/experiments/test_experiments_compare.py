@@ -18,9 +18,9 @@ from varsmooth.experiments import resolve_preset
 
 IDS = ["noisy-accuracy", "fixed-hessian", "class-dependent", "hessian-init", "natural-noise"]
 PNGS = {
-    "noisy-accuracy": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png"],
-    "class-dependent": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png"],
-    "natural-noise": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png"],
+    "noisy-accuracy": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png", "reliability.png"],
+    "class-dependent": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png", "reliability.png"],
+    "natural-noise": ["accuracy_vs_hyperparameter.png", "summary_paper.png", "summary_fair.png", "reliability.png"],
     "fixed-hessian": ["fixed_hessian.png"],
     "hessian-init": ["accuracy_vs_h0.png"],
 }
@@ -89,6 +89,9 @@ def test_protocol_selection_matches_raw_results(smoke_outputs, exp_id):
             # fair protocol: the grid value with the best validation accuracy (first of ties), then its test accuracy
             best_val = max(cand, key=lambda k: val[k])
             assert table[(norm(value), "fair", label)]["mean"] == cand[best_val]
+            # NLL and ECE of the pivots: at the chosen run (seed 0 is the only seed of the smoke presets)
+            for metric in ("nll", "ece"):
+                assert table[(norm(value), "fair", label)][metric]["mean"] == _by_run(rows, f"test_{metric}")[best_val]
         fixed = summary["ivon_fixed"][norm(value)]
         paper_ivon = table[(norm(value), "paper", "IVON (mean)")]
         # auto: nothing given
@@ -240,3 +243,21 @@ def test_summary_states_its_claims_and_their_verdicts_recompute_from_results(smo
         rule = K.comparable if c["claim"].startswith("IVON is comparable") else K.outperforms
         verdict, numbers = rule(side["a"], side["b"], margin=0.01)
         assert verdict.value == c["verdict"] and numbers["diff_mean"] == pytest.approx(c["numbers"]["diff_mean"])
+
+
+@pytest.mark.parametrize("exp_id", ["noisy-accuracy", "class-dependent"])
+def test_reliability_diagram_reads_the_chosen_runs(smoke_outputs, exp_id):
+    """The diagram's ECE (metrics.ece of the run's saved test probabilities) equals the run's recorded test_ece."""
+    from varsmooth import metrics
+
+    root, _ = smoke_outputs
+    out = root / exp_id
+    summary = json.loads((out / "summary.json").read_text())
+    assert "reliability.png" in summary["figures"]
+    for r in (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))):
+        if r["config"]["tags"]["method"] in ("erm", "ivon"):
+            with np.load(out / "runs" / r["config"]["name"] / "arrays.npz") as a:
+                assert metrics.ece(a["test_labels"], a["test_probs"]) == pytest.approx(r["metrics"]["test_ece"])
+                if "test_probs_pred" in a:
+                    got = metrics.ece(a["test_labels"], a["test_probs_pred"])
+                    assert got == pytest.approx(r["metrics"]["test_pred_ece"])

@@ -36,6 +36,7 @@ from ..errors import InputError
 from ..io import write_csv
 from ..report import markdown_table, mean_std
 from ._common import load_cached, numeric_metrics, tidy_rows, train_sweep_run, write_results
+from ._reliability import reliability_figure
 
 RUN_FN = "varsmooth.experiments._compare:compare_run"
 # Every run has all these tag columns (empty where they do not apply), so results.csv has the same columns always.
@@ -49,7 +50,7 @@ METRICS = (
     "val_clean_acc",
 )  # fmt: skip
 # Keys of a preset that become TrainConfig fields of every run.
-_TRAIN_KEYS = ("dataset", "data_dir", "model", "train_subset", "val_fraction", "epochs", "batch_size")
+_TRAIN_KEYS = ("dataset", "data_dir", "model", "model_options", "train_subset", "val_fraction", "epochs", "batch_size")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def require_data(cfg: dict[str, Any]) -> None:
             f"dataset {name!r} is read from files: pass --data-dir DIR (the folder with its files), "
             "or use --preset smoke (bundled data)"
         )
-    seeds = cfg.get("seeds")
+    seeds = cfg.get("seeds", [cfg["seed"]] if "seed" in cfg else None)  # a list, or one ``seed``
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise InputError(f"seeds={seeds!r} is not allowed; give a non-empty list of integers (e.g. --seeds 0 1 2)")
 
@@ -250,12 +251,14 @@ def select(
     report: str,
     by: str | None,
     fixed: dict[str, Any] | None = None,
+    also: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Pick one hyperparameter setting of ``recs`` (runs of one method in one setting) and report it.
 
     ``fixed``: use that setting; else the setting with the highest mean over seeds of metric ``by`` (ties: the first
     in grid order). Returns ``{"chosen": {hp: value}, "mean", "std", "n", "text", "values": {seed: value},
-    "selected_by"}`` for metric ``report`` at the chosen setting, or None when nothing fits.
+    "selected_by"}`` for metric ``report`` at the chosen setting, or None when nothing fits. ``also``:
+    ``{key: metric}`` other metrics at the chosen setting, each added as ``key: {"mean", "std", "n", "text"}``.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
@@ -273,11 +276,17 @@ def select(
     vals = {int(r["seed"]): float(r[report]) for r in groups[key] if report in r}
     if not vals:
         return None
+    extra = {}
+    for name, metric in (also or {}).items():
+        got = [float(r[metric]) for r in groups[key] if metric in r]
+        if got:
+            extra[name] = _stats(got)
     return {
         "chosen": dict(zip(hp, key, strict=True)),
         **_stats(list(vals.values())),
         "values": vals,
         "selected_by": "fixed" if fixed is not None else by,
+        **extra,
     }
 
 
@@ -293,9 +302,11 @@ def compare_table(
     protocols: Sequence[str],
     ivon_method: str = "ivon",
 ) -> list[dict[str, Any]]:
-    """Rows ``{setting, protocol, method, chosen, mean, std, n, text, values}`` for ERM, best LS, best SAM, IVON
-    (mean) and IVON (predictive) in each value of column ``setting`` under each protocol. ``ivon_fixed``:
-    ``{setting value: {hp: value}}``, IVON's fixed setting of the paper protocol."""
+    """Rows ``{setting, protocol, method, chosen, hp, mean, std, n, text, values, nll, ece}`` for ERM, best LS,
+    best SAM, IVON (mean) and IVON (predictive) in each value of column ``setting`` under each protocol: test
+    accuracy (``mean`` ...), and test NLL and ECE (``{"mean", "std", "n", "text"}``) at the chosen setting
+    (``hp``: ``{tag: value}``). ``ivon_fixed``: ``{setting value: {hp: value}}``, IVON's fixed setting of the paper
+    protocol."""
     rows = []
     for value in dict.fromkeys(r[setting] for r in recs):
         here = [r for r in recs if r[setting] == value]
@@ -312,10 +323,13 @@ def compare_table(
                  None if fair else ivon_fixed.get(value)),
             ]  # fmt: skip
             for label, method, hp, report, by, fixed in entries:
-                sel = select([r for r in here if r["method"] == method], hp=hp, report=report, by=by, fixed=fixed)
+                pre = "test_pred_" if report == "test_pred_acc" else "test_"
+                sel = select([r for r in here if r["method"] == method], hp=hp, report=report, by=by, fixed=fixed,
+                             also={"nll": f"{pre}nll", "ece": f"{pre}ece"})  # fmt: skip
                 if sel is not None:
                     chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in sel["chosen"].items()) or "-"
-                    rows.append({setting: value, "protocol": protocol, "method": label, **sel, "chosen": chosen})
+                    rows.append({setting: value, "protocol": protocol, "method": label, **sel, "chosen": chosen,
+                                 "hp": sel["chosen"], "run_method": method})  # fmt: skip
     return rows
 
 
@@ -341,7 +355,7 @@ def write_table(out: Path, rows: Sequence[dict], setting: str) -> list[dict]:
     ]  # fmt: skip
     if table:
         (out / "table.md").write_text(markdown_table(table, list(table[0])), encoding="utf-8")
-    return [{k: v for k, v in r.items() if k != "values"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("values", "hp", "run_method")} for r in rows]
 
 
 def ivon_noise_summary(recs: Sequence[dict], *, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -468,6 +482,9 @@ def run_comparison(
                     title=f"{protocol} protocol (mean ± std over seeds)",
                 ).name  # fmt: skip
             )
+    reliability = reliability_figure(out, table, configs, setting=setting, seed=cfg["seeds"][0])
+    if reliability is not None:
+        figures.append(reliability.name)
     return {
         "protocols": protocols,
         "ivon_fixed": {str(k): v for k, v in fixed.items()},
