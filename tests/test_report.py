@@ -256,3 +256,64 @@ def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):
     md = (out / "results.md").read_text(encoding="utf-8")
     assert md.index("## Paper claims") < md.index("## noisy-accuracy")
     assert "| noisy-accuracy | Fig. 5 | IVON outperforms the best Label Smoothing |" in md
+
+
+def _comparison_summary(out: Path) -> dict:
+    """A comparison's summary table (compare_table over synthetic runs: 2 settings, 3 seeds, both protocols)."""
+    from varsmooth.experiments._compare import compare_table, write_table
+
+    rng = np.random.default_rng(5)
+
+    def rec(method, corruption, seed, **hp):
+        acc = rng.uniform(0.6, 0.9)
+        return dict(dict.fromkeys(("alpha", "rho", "ess_factor", "h0"), ""), method=method, corruption=corruption,
+                    seed=seed, **hp, test_acc=acc, val_acc=acc - 0.05, test_pred_acc=acc + 0.01,
+                    val_pred_acc=acc - 0.04, test_nll=rng.uniform(0.3, 1.0), test_ece=rng.uniform(0.01, 0.3),
+                    test_pred_nll=rng.uniform(0.3, 1.0), test_pred_ece=rng.uniform(0.01, 0.3))  # fmt: skip
+
+    recs = []
+    for c in ("symmetric:0.2", "pairflip:0.4"):
+        for s in range(3):
+            recs += [rec("erm", c, s), *(rec("ls", c, s, alpha=a) for a in (0.1, 0.5)), rec("sam", c, s, rho=0.05)]
+            recs += [rec("ivon", c, s, ess_factor=1.0, h0=h) for h in (0.1, 1.0)]
+    fixed = {c: {"ess_factor": 1.0, "h0": 0.1} for c in ("symmetric:0.2", "pairflip:0.4")}
+    table = compare_table(recs, setting="corruption", ivon_fixed=fixed, protocols=["paper", "fair"])
+    return {"experiment": "noisy-accuracy", "table": write_table(out, table, "corruption")}
+
+
+def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, tmp_path):
+    from varsmooth.report_tables import pivot_tables
+
+    out = tmp_path / "copy"
+    shutil.copytree(results_dir, out)
+    summary = {**read_json(out / "noisy-accuracy" / "summary.json"), **_comparison_summary(tmp_path)}
+    summary["figures"] = ["accuracy.png"]
+    write_json(out / "noisy-accuracy" / "summary.json", summary)
+    pivots = pivot_tables(summary["table"])
+    assert [p.title for p in pivots] == ["test accuracy", "test NLL", "test ECE"]
+    methods = ["ERM", "best LS", "best SAM", "IVON (mean)", "IVON (pred.)"]
+    for pivot, key in zip(pivots, (None, "nll", "ece"), strict=True):
+        assert pivot.columns == ["corruption", "protocol", *methods]
+        assert len(pivot.rows) == 2 * 2  # settings x protocols
+        for row, bold in zip(pivot.rows, pivot.bold, strict=True):
+            here = {r["method"]: r if key is None else r[key] for r in summary["table"]
+                    if r["corruption"] == row["corruption"] and r["protocol"] == row["protocol"]}  # fmt: skip
+            assert {m: row[m] for m in methods} == {m: here[m]["text"] for m in methods}  # the summary's numbers
+            best = (max if key is None else min)(here[m]["mean"] for m in methods)
+            assert bold == {m for m in methods if here[m]["mean"] == best} and len(bold) == 1
+    page = write_report(out).read_text(encoding="utf-8")
+    section = page[page.index('<section id="sec-noisy-accuracy"') :]
+    section = section[: section.index("</section>")]
+    first = section[section.index('<table class="pivot">') : section.index("</table>", section.index("pivot"))]
+    html_rows = re.findall(r"<tr>(.*?)</tr>", first)[1:]
+    for row, bold in zip(pivots[0].rows, pivots[0].bold, strict=True):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", html_rows.pop(0))
+        assert cells[2:] == [f"<b>{row[m]}</b>" if m in bold else row[m] for m in methods]
+    # order: the experiment's pivots, then its main figure, then everything else collapsed
+    assert section.index('<table class="pivot">') < section.index("<img ") < section.index("<details")
+    assert section.index("<details") < section.index("opt.lr")  # config inside the collapsed part
+    md = (out / "results.md").read_text(encoding="utf-8")
+    row, bold = pivots[0].rows[0], pivots[0].bold[0]
+    cells = " | ".join(f"**{row[m]}**" if m in bold else row[m] for m in methods)
+    assert f"| {row['corruption']} | {row['protocol']} | {cells} |" in md
+    assert md.index("**test accuracy**") < md.index("**test NLL**") < md.index("| method | alpha | noise |")

@@ -25,7 +25,16 @@ import numpy as np
 
 from .errors import InputError
 from .io import atomic_write, read_csv, read_json
-from .report_tables import CLAIM_COLUMNS, claim_rows
+from .report_tables import (
+    CLAIM_COLUMNS,
+    PROTOCOLS,
+    claim_rows,
+    claims_section_html,
+    claims_table_html,
+    pivot_html,
+    pivot_markdown,
+    pivot_tables,
+)
 
 MARKERS = ("config.json", "summary.json", "results.csv")
 SKIP_DIRS = {"runs"}
@@ -278,6 +287,7 @@ font-variant-numeric:tabular-nums;white-space:nowrap} .kv td:first-child{font-fa
 figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;color:#666;text-align:center}
 .problem{color:#a00} .claims td{white-space:normal} .v-agrees{color:#070;font-weight:600}
 .v-disagrees{color:#b00;font-weight:600} details summary{cursor:pointer;color:#555;font-size:13px}
+.pivot b{color:#000} details.full{margin-top:12px}
 .scroll{max-height:560px;overflow:auto;display:inline-block;max-width:100%} .scroll th{position:sticky;top:0}
 """
 
@@ -313,8 +323,17 @@ def _figure(png: Path, root: Path) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{name}"><figcaption>{name}</figcaption></figure>'
 
 
+def _ordered_figures(s: Section) -> list[Path]:
+    """The section's PNGs with the ones its summary lists under ``figures`` first, in that order (the first is the
+    experiment's main figure), then the rest by path."""
+    named = s.summary.get("figures") if isinstance(s.summary.get("figures"), list) else []
+    rank = {str(name): i for i, name in enumerate(named)}
+    return sorted(s.figures, key=lambda p: rank.get(p.relative_to(s.path).as_posix(), len(rank)))
+
+
 def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
-    """(HTML, Markdown) of one section."""
+    """(HTML, Markdown) of one section: its claims and verdicts, the pivots, the main figure then the others;
+    the full results table, summary values, config and versions last, collapsed."""
     h = [f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>']
     md = [f"## {s.title}\n"]
     meta = [f"folder <code>{html.escape(s.rel or '.')}</code>"] + (
@@ -327,12 +346,23 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
         h.append(f'<p class="desc">{html.escape(s.description)}</p>')
         md.append(f"{s.description}\n")
     h += [f'<p class="problem">{html.escape(p)}</p>' for p in s.problems]
+    claims = [{k: v for k, v in r.items() if k != "experiment"} for r in claim_rows([(s.title, s.summary)])]
+    if claims:
+        h.append(claims_table_html(claims, CLAIM_COLUMNS[1:]))
+        md.append(markdown_table(claims, CLAIM_COLUMNS[1:]))
+    pivots = pivot_tables(s.summary.get("table") or []) if isinstance(s.summary.get("table"), list) else []
+    if pivots:
+        protocols = "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items())
+        h.append(f'<p class="note">selected runs, mean ± std over seeds, best per row in bold ({protocols})</p>')
+        h += [pivot_html(pv) for pv in pivots]
+        md += [pivot_markdown(pv) for pv in pivots]
     if s.figures:
-        h.append('<div class="figs">' + "".join(_figure(p, root) for p in s.figures) + "</div>")
+        h.append('<div class="figs">' + "".join(_figure(p, root) for p in _ordered_figures(s)) + "</div>")
+    details = []
     if s.results is not None:
         table, cols, note = results_table(s.results, max_rows=max_rows)
-        h.append("<h3>Results</h3>" + (f'<p class="note">{html.escape(note)}</p>' if note else ""))
-        h.append(
+        details.append("<h3>Results</h3>" + (f'<p class="note">{html.escape(note)}</p>' if note else ""))
+        details.append(
             f'<div class="scroll">{_html_table(table, cols)}</div>'
             if table
             else '<p class="note">results.csv has no rows</p>'
@@ -340,30 +370,17 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
         if table:
             md.append(markdown_table(table, cols) + (f"\n*{note}*\n" if note else ""))
     if s.summary:
-        h.append("<h3>Summary</h3>" + _kv_table(s.summary))
+        details.append("<h3>Summary</h3>" + _kv_table(s.summary))
     if s.config:
-        h.append("<h3>Config</h3>" + _kv_table(s.config))
+        details.append("<h3>Config</h3>" + _kv_table(s.config))
     if s.versions:
-        h.append(f"<details><summary>versions</summary>{_kv_table(s.versions)}</details>")
+        details.append("<h3>Versions</h3>" + _kv_table(s.versions))
+    if details:
+        what = ", ".join(w for w, on in (("results", s.results is not None), ("summary", s.summary),
+                                          ("config", s.config), ("versions", s.versions)) if on)  # fmt: skip
+        h.append(f'<details class="full"><summary>all data: {what}</summary>{"".join(details)}</details>')
     h.append("</section>")
     return "\n".join(h), "\n".join(md)
-
-
-def _claims_html(rows: Sequence[Mapping[str, str]]) -> str:
-    """The claims table at the top of the page (empty string when no experiment states a claim)."""
-    if not rows:
-        return ""
-    body = "".join(
-        "<tr>" + "".join(f"<td class=v-{html.escape(r[c].split()[0])}>{html.escape(r[c])}</td>" if c == "verdict"
-                         else f"<td>{html.escape(r[c])}</td>" for c in CLAIM_COLUMNS) + "</tr>"
-        for r in rows
-    )  # fmt: skip
-    head = "".join(f"<th>{c}</th>" for c in CLAIM_COLUMNS)
-    return (
-        '<section id="claims"><h2>Paper claims: verdicts</h2><p class="note">each rule is code '
-        "(varsmooth.claims), paired over seeds; fewer than 2 seeds: not testable here</p>"
-        f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
-    )
 
 
 def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_rows: int = 100) -> Path:
@@ -392,7 +409,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         for s in sections
     )
     claims = claim_rows((s.title, s.summary) for s in sections)
-    claims_html, claims_md = _claims_html(claims), ""
+    claims_html, claims_md = claims_section_html(claims), ""
     if claims:
         claims_md = "## Paper claims\n\n" + markdown_table(claims, CLAIM_COLUMNS) + "\n"
     when = datetime.datetime.now().isoformat(timespec="seconds")

@@ -1,12 +1,15 @@
 """Tables of the report that lead with the answer: the paper claims gathered from every experiment folder.
 
 Reads the ``claims`` list each experiment writes into ``summary.json`` (:mod:`varsmooth.claims`) and returns plain
-rows (dicts of strings) for :func:`varsmooth.report.markdown_table` and the HTML table.
+rows (dicts of strings) for :func:`varsmooth.report.markdown_table` and the HTML table; and pivots the ``table`` of
+a comparison's summary (setting x method, mean ± std over seeds, the best of each row in bold).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 CLAIM_COLUMNS = ("experiment", "figure", "claim", "setting", "verdict", "numbers")
@@ -36,3 +39,110 @@ def claim_rows(sections: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[s
                              "setting": str(c.get("setting", "")), "verdict": str(c.get("verdict", "")),
                              "numbers": claim_numbers(c.get("numbers") or {})})  # fmt: skip
     return rows
+
+
+def claims_table_html(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
+    """An HTML table of claim rows (strings) with the verdict cell coloured by its first word."""
+    body = "".join(
+        "<tr>" + "".join(f"<td class=v-{html.escape(r[c].split()[0])}>{html.escape(r[c])}</td>" if c == "verdict"
+                         else f"<td>{html.escape(r[c])}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    return f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def claims_section_html(rows: Sequence[Mapping[str, str]]) -> str:
+    """The claims table at the top of the page (empty string when no experiment states a claim)."""
+    if not rows:
+        return ""
+    return (
+        '<section id="claims"><h2>Paper claims: verdicts</h2><p class="note">each rule is code '
+        "(varsmooth.claims), paired over seeds; fewer than 2 seeds: not testable here</p>"
+        f"{claims_table_html(rows, CLAIM_COLUMNS)}</section>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pivots: setting x method of a comparison's selected runs
+
+# (pivot title, key of the metric in a summary table row (None: the row itself), higher is better)
+PIVOT_METRICS = (("test accuracy", None, True), ("test NLL", "nll", False), ("test ECE", "ece", False))
+# what the two selection protocols of a comparison mean (docs/design.md, "Selection protocols")
+PROTOCOLS = {
+    "paper": "baselines at their best grid value on the test set, IVON at fixed settings",
+    "fair": "every method's hyperparameters chosen on a noisy validation split",
+}
+_ROW_FIELDS = {"protocol", "method", "chosen", "mean", "std", "n", "text", "selected_by", "nll", "ece", "values"}
+
+
+@dataclass
+class Pivot:
+    """One pivot table: ``rows`` of ``{column: cell text}``; ``bold[i]``: the columns of row i holding its best
+    value; ``means[i]``: ``{method: mean}`` behind the cells."""
+
+    title: str
+    columns: list[str]
+    rows: list[dict[str, str]] = field(default_factory=list)
+    bold: list[set[str]] = field(default_factory=list)
+    means: list[dict[str, float]] = field(default_factory=list)
+
+
+def pivot_tables(table: Sequence[Mapping[str, Any]]) -> list[Pivot]:
+    """Pivots of a comparison's summary ``table`` rows (``{setting, protocol, method, chosen, mean, std, n, text,
+    nll, ece}``, :func:`varsmooth.experiments._compare.compare_table`): one row per (setting, protocol), one column
+    per method, cells ``mean ± std`` over seeds; one pivot per metric of :data:`PIVOT_METRICS` present. The best
+    mean of each row (max accuracy, min NLL and ECE) is marked in ``bold``. [] for rows of another shape."""
+    rows = [r for r in table if isinstance(r, Mapping) and {"protocol", "method", "mean"} <= set(r)]
+    if not rows:
+        return []
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _ROW_FIELDS] + ["protocol"]
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    pivots = []
+    for title, key, higher in PIVOT_METRICS:
+        cells = [(r, r if key is None else r.get(key)) for r in rows]
+        cells = [(r, c) for r, c in cells if isinstance(c, Mapping) and isinstance(c.get("mean"), int | float)]
+        if not cells:
+            continue
+        pivot = Pivot(title, [*keys, *methods])
+        index: dict[tuple, int] = {}
+        for r, c in cells:
+            rk = tuple(str(r.get(k, "")) for k in keys)
+            if rk not in index:
+                index[rk] = len(pivot.rows)
+                pivot.rows.append(dict(zip(keys, rk, strict=True)))
+                pivot.means.append({})
+            i = index[rk]
+            pivot.rows[i][str(r["method"])] = str(c.get("text") or f"{c['mean']:.4g}")
+            pivot.means[i][str(r["method"])] = float(c["mean"])
+        for means in pivot.means:
+            best = (max if higher else min)(means.values())
+            pivot.bold.append({m for m, v in means.items() if v == best})
+        pivots.append(pivot)
+    return pivots
+
+
+def pivot_markdown(pivot: Pivot) -> str:
+    """A pivot as a Markdown table with the best cell of each row in ``**bold**``."""
+    head = ["| " + " | ".join(pivot.columns) + " |", "|" + "|".join(" --- |" for _ in pivot.columns)]
+    body = [
+        "| " + " | ".join(f"**{r.get(c, '')}**" if c in bold else r.get(c, "") for c in pivot.columns) + " |"
+        for r, bold in zip(pivot.rows, pivot.bold, strict=True)
+    ]
+    return f"**{pivot.title}** (mean ± std over seeds; best per row in bold)\n\n" + "\n".join(head + body) + "\n"
+
+
+def pivot_html(pivot: Pivot) -> str:
+    """A pivot as an HTML table with the best cell of each row in ``<b>``."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in pivot.columns)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td class=num><b>{html.escape(r.get(c, ''))}</b></td>" if c in bold
+            else f"<td{' class=num' if c in means else ''}>{html.escape(r.get(c, ''))}</td>" for c in pivot.columns
+        ) + "</tr>"
+        for r, bold, means in zip(pivot.rows, pivot.bold, pivot.means, strict=True)
+    )  # fmt: skip
+    return (
+        f'<h3>{html.escape(pivot.title)}</h3><table class="pivot"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
