@@ -277,7 +277,9 @@ PLOT_CALLS = {
         {"ivon": np.random.default_rng(0).random(200), "ls": np.full(200, 0.5)}, p),
     "line_plot": lambda p: plots.line_plot(np.arange(5), {"a": np.arange(5.0), "b": 4 - np.arange(5.0)}, p,
                                            xlabel="x", ylabel="y"),
-    "bar_plot": lambda p: plots.bar_plot(["ERM", "LS", "IVON"], {"test": [0.9, 0.95, 0.93], "val": [0.6, 0.62, 0.6]},
+    "bar_plot": lambda p: plots.bar_plot(["ERM", "LS alpha=0.1", "IVON ess=480"],
+                                         {"test accuracy (clean; IVON: predictive)": [0.9, 0.95, 0.93],
+                                          "validation accuracy (noisy labels)": [0.6, 0.62, 0.6]},
                                          p),
     "bar_plot_rows": lambda p: plots.bar_plot_rows(
         [dict(kappa=k, method=m, seed=s, metric="test_acc", value=0.9 - k) for k in (0.1, 0.3)
@@ -316,3 +318,8 @@ def test_no_legend_overlaps_the_data_of_any_plot_function(tmp_path, monkeypatch)
                     assert not inside.any(), f"{name}: the legend covers {artist} at {pts[inside][:3]}"
                 area = ax.get_window_extent(renderer)  # and the legend stays outside the plot area itself
                 assert not box.overlaps(area) or box.x0 >= area.x1 - 1, f"{name}: legend inside the axes"
+        for ax in fig.axes:  # nor do an axis' tick labels overlap one another
+            for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+                boxes = [t.get_window_extent(renderer) for t in ticks if t.get_visible() and t.get_text()]
+                for a, b in zip(boxes, boxes[1:], strict=False):
+                    assert not a.overlaps(b), f"{name}: tick labels overlap in {ax}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -201,39 +202,63 @@ def test_cli(results_dir, tmp_path, capsys):
         _cli([str(out), "--max-rows", "0"])
 
 
-def _images_loaded(html_file: Path, profile: Path) -> tuple[int, int]:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        html_file.as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
-    # the report's inline script writes "<decoded images>/<images>" on <body> after window.onload
+def _chromium(profile: Path, *args: str) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def _probe(html_file: Path, profile: Path) -> dict[str, int]:
+    """What the report's load script wrote on <body>: images decoded and present, tables with no filled cell,
+    rows of the claims table."""
+    dom = _chromium(profile, "--dump-dom", html_file.as_uri())
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, f"the load script did not run; chromium printed: {dom[:300]!r}"
-    return int(loaded.group(1)), int(loaded.group(2))
+    empty, claims = re.search(r'data-empty-tables="(\d+)"', dom), re.search(r'data-claim-rows="(\d+)"', dom)
+    return {"loaded": int(loaded.group(1)), "images": int(loaded.group(2)), "empty_tables": int(empty.group(1)),
+            "claim_rows": int(claims.group(1))}  # fmt: skip
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium) for the rendering check")
 def test_every_figure_renders_in_headless_chromium(results_dir, tmp_path):
     page = write_report(results_dir)
-    assert _images_loaded(page, tmp_path / "profile") == (4, 4) and len(_pngs(results_dir)) == 4
-    # the probe must notice a figure that does not decode: corrupt one embedded PNG in a copy
+    probe = _probe(page, tmp_path / "profile")
+    assert (probe["loaded"], probe["images"]) == (4, 4) and len(_pngs(results_dir)) == 4
+    assert probe["empty_tables"] == 0 and probe["claim_rows"] == 0  # no experiment here states a claim
+    # the probe must notice a figure that does not decode (corrupt one embedded PNG) and an empty table
     html_text = page.read_text(encoding="utf-8")
     start = html_text.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken = tmp_path / "broken.html"
-    broken.write_text(html_text[:start] + "AAAA" + html_text[start + 40 :], encoding="utf-8")
-    assert _images_loaded(broken, tmp_path / "profile") == (3, 4)
+    broken.write_text(html_text[:start] + "AAAA" + html_text[start + 40 :].replace(
+        "<tbody>", "<tbody></tbody></table><table><tbody><tr><td> </td></tr>", 1), encoding="utf-8")  # fmt: skip
+    probe = _probe(broken, tmp_path / "profile")
+    assert (probe["loaded"], probe["images"]) == (3, 4) and probe["empty_tables"] == 1
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium) for the rendering check")
+def test_demo_report_in_headless_chromium_with_a_screenshot(tmp_path):
+    """The demo smoke run's report: every image decodes, no table is empty, the claims table is there when any
+    experiment states a claim; a screenshot of the first screen is kept (tmp dir; docs/figures/ when
+    VARSMOOTH_SAVE_SCREENSHOT=1)."""
+    from varsmooth.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["run", "demo", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    page = out / "report.html"
+    shot = tmp_path / "report_screenshot.png"
+    _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1000", page.as_uri())
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("VARSMOOTH_SAVE_SCREENSHOT") == "1":
+        target = Path(__file__).resolve().parents[1] / "docs" / "figures" / "report_screenshot.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
+    probe = _probe(page, tmp_path / "profile")
+    assert probe["images"] == len(_pngs(out)) > 0 and probe["loaded"] == probe["images"], probe
+    assert probe["empty_tables"] == 0, probe
+    claims = [c for p in sorted(out.rglob("summary.json")) if "runs" not in p.relative_to(out).parts
+              for c in read_json(p).get("claims") or []]  # fmt: skip
+    assert probe["claim_rows"] == len(claims), f"the claims table is missing or incomplete: {probe}"
 
 
 def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):

@@ -291,11 +291,19 @@ figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;c
 .scroll{max-height:560px;overflow:auto;display:inline-block;max-width:100%} .scroll th{position:sticky;top:0}
 """
 
-# Records how many images decoded (used by the headless-browser test; harmless otherwise).
+# Records on <body> how many images decoded, how many tables have no filled cell and how many rows the claims table
+# has (read by the headless-browser test; harmless otherwise).
 SCRIPT = """window.addEventListener("load", function () {
-  var im = document.images, ok = 0;
+  var im = document.images, ok = 0, empty = 0, tables = document.getElementsByTagName("table");
   for (var i = 0; i < im.length; i++) { if (im[i].complete && im[i].naturalWidth > 0) ok++; }
+  for (var j = 0; j < tables.length; j++) {
+    var cells = tables[j].querySelectorAll("tbody td"), filled = 0;
+    for (var k = 0; k < cells.length; k++) { if (cells[k].textContent.trim()) filled++; }
+    if (!filled) empty++;
+  }
   document.body.setAttribute("data-images-loaded", ok + "/" + im.length);
+  document.body.setAttribute("data-empty-tables", String(empty));
+  document.body.setAttribute("data-claim-rows", String(document.querySelectorAll("#claims tbody tr").length));
 });"""
 
 

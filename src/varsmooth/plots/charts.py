@@ -108,7 +108,9 @@ def bar_plot(
     for name, v in values.items():
         if len(v) != n:
             raise ValueError(f"bar_plot: series {name!r} has {len(v)} values for {n} groups")
-    fig = Figure(figsize=(max(4.5, 0.6 * n * max(1, len(values)) ** 0.5 + 2.5), 3.6), layout="constrained")
+    longest = max((len(str(g)) for g in groups), default=0)  # each group at least as wide as its tick label
+    width_in = max(4.5, 0.6 * n * max(1, len(values)) ** 0.5 + 2.5, n * (0.09 * longest + 0.3) + 2.5)
+    fig = Figure(figsize=(width_in, 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(values))
     pos = np.arange(n)
