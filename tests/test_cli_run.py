@@ -48,7 +48,7 @@ def _exit_code(argv) -> int:
         (["run", "noise-curve", "--preset", "smoke", "--set", "novalue"], "--set expects key=value"),
         (["run", "noise-curve", "--preset", "smoke", "--jobs", "0"], "--jobs must be >= 1"),
         (["run", "noise-curve", "--preset", "smoke", "--shard", "2/2"], "--shard"),
-        (["run", "noise-gallery", "--preset", "cpu"], "needs --data-dir"),
+        (["run", "noise-gallery", "--preset", "cpu"], "pass --data-dir"),
         (["run", "--bogus-flag"], "unrecognized arguments"),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from varsmooth.cli import main
 from varsmooth.commands.run import DEFAULT_EXPERIMENT
 from varsmooth.experiments import presets
-from varsmooth.experiments.demo import select
+from varsmooth.experiments.demo import IVON_RUN, selected
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,13 @@ def test_demo_smoke_writes_sections_and_report(demo_dir):
             assert (demo_dir / sub / name).stat().st_size > 0, f"{sub}/{name}"
     cfg = presets("demo")["smoke"]
     names = {p.name for p in (demo_dir / "runs").iterdir()}
-    assert names == {"erm"} | {f"ls-alpha{a}" for a in cfg["ls_alphas"]} | {f"ivon-ess{f}" for f in cfg["ess_factors"]}
+    assert names == {"erm"} | {f"ls-alpha{a}" for a in cfg["ls_alphas"]} | {IVON_RUN}
 
 
 def test_demo_selection_uses_validation_and_reports_it(demo_dir):
     rows = _rows(demo_dir / "accuracy" / "results.csv")
     summary = json.loads((demo_dir / "summary.json").read_text())
-    for method, crit in (("ls", "val_acc"), ("ivon", "val_pred_acc")):
+    for method, crit in (("erm", "val_acc"), ("ls", "val_acc")):
         vals = {r["hyper_value"]: float(r["value"]) for r in rows if r["method"] == method and r["metric"] == crit}
         chosen = {r["hyper_value"] for r in rows if r["method"] == method and r["selected"] == "True"}
         assert len(chosen) == 1
@@ -63,6 +63,35 @@ def test_demo_selection_uses_validation_and_reports_it(demo_dir):
     test = {r["method"]: float(r["value"]) for r in rows if r["selected"] == "True" and r["metric"] == "test_acc"}
     assert summary["test_acc"]["erm"] == test["erm"] and summary["test_acc"]["ls"] == test["ls"]
     assert summary["test_acc"]["ivon_mean"] == test["ivon"]
+    ls_chosen = next(r["hyper_value"] for r in rows if r["method"] == "ls" and r["selected"] == "True")
+    assert float(ls_chosen) == summary["ls_alpha"]
+
+
+def test_demo_ivon_ess_is_the_engines_auto_choice(demo_dir):
+    """IVON runs once with ess "auto": the engine's successive halving on the noisy validation split picks ess,
+    and the demo reports that choice and the search (grid, rungs' scores, cost) from the run's config.json."""
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    run = json.loads((demo_dir / "runs" / IVON_RUN / "config.json").read_text())
+    given = json.loads((demo_dir / "runs" / IVON_RUN / "result.json").read_text())["config"]["train"]
+    assert given["method"] == "ivon" and given["ess"] == "auto" and "ess_factor" not in given  # nothing given
+    record, search = run["ess_search"], summary["ivon_ess_search"]
+    assert search == {k: record[k] for k in search}  # the engine's record, as written in the run folder
+    assert set(search) >= {"grid", "rungs", "chosen_factor", "chosen_ess", "cost_runs"}
+    factor = summary["ivon_ess_factor"]
+    assert f"{factor:g}" in search["grid"] and factor == search["chosen_factor"]
+    assert summary["ivon_ess"] == search["chosen_ess"] == run["config"]["ess"]
+    assert search["chosen_ess"] == pytest.approx(factor * record["n_train"])
+    last = search["rungs"][-1]
+    assert last["kept"][0] == f"{factor:g}" and set(last["scores"]) <= set(search["grid"])
+    assert all(np.isfinite(v["val_pred_nll"]) for v in search["rungs"][0]["scores"].values())
+    assert len(search["rungs"][0]["scores"]) == len(search["grid"])  # every candidate scored in the first rung
+    assert 1 <= search["cost_runs"] <= 2.5
+    rows = _rows(demo_dir / "accuracy" / "results.csv")
+    ivon = [r for r in rows if r["method"] == "ivon"]
+    assert {r["hyper_value"] for r in ivon} == {str(factor)} and all(r["selected"] == "True" for r in ivon)
+    acc = json.loads((demo_dir / "accuracy" / "summary.json").read_text())
+    assert acc["ivon_selected"]["name"] == IVON_RUN and acc["ivon_selected"]["value"] == factor
+    assert acc["ivon_ess_search"] == search
 
 
 def test_demo_flipped_fraction_matches_saved_arrays(demo_dir):
@@ -83,11 +112,13 @@ def test_demo_flipped_fraction_matches_saved_arrays(demo_dir):
     assert 0.25 < flipped.mean() < 0.55
 
 
-def test_select_takes_the_first_of_equal_scores():
-    rows = [
-        {"method": "ls", "v": 0.5, "name": "a"},
-        {"method": "ls", "v": 0.7, "name": "b"},
-        {"method": "ls", "v": 0.7, "name": "c"},
-        {"method": "erm", "v": 0.9, "name": "d"},
+def test_selected_takes_the_first_of_equal_scores():
+    recs = [
+        {"method": "erm", "val_pred_acc": 0.9, "test_acc": 0.8, "seed": 0, "name": "e"},
+        {"method": "ls", "alpha": 0.1, "val_pred_acc": 0.5, "test_acc": 0.8, "seed": 0, "name": "a"},
+        {"method": "ls", "alpha": 0.3, "val_pred_acc": 0.7, "test_acc": 0.6, "seed": 0, "name": "b"},
+        {"method": "ls", "alpha": 0.5, "val_pred_acc": 0.7, "test_acc": 0.9, "seed": 0, "name": "c"},
+        {"method": "ivon", "ess_factor": 0.25, "val_pred_acc": 0.4, "test_acc": 0.7, "seed": 0, "name": "i"},
     ]
-    assert select(rows, "ls", "v")["name"] == "b"
+    best = selected(recs)
+    assert {m: r["name"] for m, r in best.items()} == {"erm": "e", "ls": "b", "ivon": "i"}

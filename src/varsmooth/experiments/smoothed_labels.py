@@ -17,8 +17,9 @@ paper's Fig. 4 draws positive bars on a log axis; we draw IVON's entries as magn
 its smoothing of label j, comparable to OLS's off-diagonal mass) and keep the signed matrix in ``matrices.npz``,
 ``matrices.csv`` and the ``ivon_signed.png`` heat map; ``summary.json`` reports the fraction of negative entries.
 
-Files in ``OUT``: ``runs/{ivon,ols}/`` (engine runs), ``matrices.npz`` / ``matrices.csv`` (K x K per method),
-``results.csv`` (tidy: method, metric, value, seed), ``smoothed_labels.png`` (Fig. 4) and ``ivon_signed.png``.
+The two engine runs are a sweep (:func:`.sweep.run_sweep`). Files in ``OUT``: ``runs/{ivon,ols}/`` (engine runs),
+``matrices.npz`` / ``matrices.csv`` (K x K per method), ``results.csv`` (tidy: method, metric, value, seed),
+``smoothed_labels.png`` (Fig. 4) and ``ivon_signed.png``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import SymLogNorm
+from matplotlib.figure import Figure
 
-from ..engine import TrainConfig, train
+from .. import plots
 from ..errors import InputError
+from ..gallery import ivon_gallery
 from ..io import atomic_open, write_csv
-from .noise_gallery import check_data_dir, ivon_gallery, load_data, torch_threads, train_config
+from ..plots import save_figure
+from . import Runtime
+from . import _compare as C
+from ._common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
 
 ID = "smoothed-labels"
 DESCRIPTION = (
@@ -100,11 +107,6 @@ def plot_classes(spec, num_classes: int, seed: int) -> list[int]:
 
 
 def _heatmap(path: Path, eps: np.ndarray, classes: list[int], names: list[str]) -> None:
-    from matplotlib.colors import SymLogNorm
-    from matplotlib.figure import Figure
-
-    from ..plots import save_figure
-
     sub = eps[np.ix_(classes, classes)]
     lim = max(float(np.nanmax(np.abs(sub))), 1e-12)
     fig = Figure(figsize=(5.6, 4.6), layout="constrained")
@@ -120,25 +122,34 @@ def _heatmap(path: Path, eps: np.ndarray, classes: list[int], names: list[str]) 
     save_figure(fig, path)
 
 
-def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
-    from .. import plots
-    from ._common import write_results
+def configs(cfg: dict[str, Any], *, progress: bool = False) -> list[dict[str, Any]]:
+    """The IVON and OLS runs (:mod:`._compare` configurations named ``ivon`` and ``ols``; the preset's ``ivon`` /
+    ``ols`` mappings are each one's own options)."""
+    C.require_data(cfg)
+    corruption, seed = str(cfg["corruption"]), int(cfg["seed"])
+    return [
+        named_run(C.run_config(cfg, m, corruption, seed, **(cfg.get(m) or {})), m, cfg, progress=progress)
+        for m in ("ivon", "ols")
+    ]
 
-    check_data_dir(ID, cfg["dataset"], cfg.get("data_dir"))
-    progress = bool(cfg.get("progress", True)) and (runtime is None or runtime.progress)
-    cfg = {**cfg, "progress": progress}
+
+def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
+    runtime = runtime or Runtime()
+    progress = bool(cfg.get("progress", True)) and runtime.progress
     seed, alpha = int(cfg["seed"]), float(cfg["ls_alpha"])
     if not 0 <= alpha <= 1:
         raise InputError(f"ls_alpha={alpha} is not allowed; it must be in [0, 1]")
+    sweep = configs(cfg, progress=progress)
+    C.check_configs(sweep)
     with torch_threads(cfg.get("threads")):
-        ivon_cfg = train_config(cfg, "ivon", cfg.get("ivon"))
-        ols_cfg = train_config(cfg, "ols", cfg.get("ols"))
-        data = load_data(ivon_cfg, cfg.get("test_subset"), seed)
-        k = data.num_classes
+        k = C.load_cached(sweep[0]["train"]).num_classes
         classes = plot_classes(cfg.get("classes"), k, seed)  # checked before training
-        ivon = train(TrainConfig.from_dict(ivon_cfg), out / "runs" / "ivon", data=data)
-        ols = train(TrainConfig.from_dict(ols_cfg), out / "runs" / "ols", data=data)
+        results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
+        if not finished:  # another shard's runs
+            return {"description": DESCRIPTION, **C.progress_note(results)}
+        ivon, ols = (train_sweep_run(c, out / "runs" / c["name"]) for c in sweep)  # finished: evaluated again
         g = ivon_gallery(ivon, samples=int(cfg["noise_samples"]), seed=seed, progress=progress)
+    data = ivon.run.data
     y_onehot = np.eye(k)[g.labels]
     m_ivon, counts = class_average(g.labels, y_onehot + g.noise, k)
     m_ols = ols.method.ols.matrix.detach().cpu().double().numpy()
@@ -160,7 +171,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         out / "smoothed_labels.png",
         classes=classes,
         class_names=names,
-        title=f"class-averaged smoothed labels ({data.name}, {ivon_cfg.get('model')}); IVON as magnitudes",
+        title=f"class-averaged smoothed labels ({data.name}, {cfg.get('model')}); IVON as magnitudes",
     )
     _heatmap(out / "ivon_signed.png", m_ivon - np.eye(k), classes, names)
 
