@@ -154,13 +154,14 @@ def test_auto_records_grid_scores_and_choice(auto_run):
     state = read_json(out / SEARCH_DIR / "search.json")  # the record plus what it was computed for
     assert {k: v for k, v in state.items() if k != "config"} == record and state["config"]["ess"] == "auto"
     assert record["grid"] == ["1", "0.25", "0.0625"] and len(record["rungs"]) == 2
+    assert record["score"] == "val_pred_nll"  # the default ranking
     first, second = record["rungs"]
     assert first["epochs"] == 1 and second["epochs"] == 2  # E/4 and E/2 of 4 epochs
     assert set(first["scores"]) == {"1", "0.25", "0.0625"} and len(first["kept"]) == 2
     assert set(second["scores"]) == set(first["kept"]) and len(second["kept"]) == 1
     for rung in record["rungs"]:  # the kept ones are the best by validation predictive accuracy
-        ranked = sorted(rung["scores"], key=lambda f: (-rung["scores"][f]["val_pred_acc"],
-                                                       rung["scores"][f]["val_pred_nll"]))  # fmt: skip
+        ranked = sorted(rung["scores"], key=lambda f: (rung["scores"][f]["val_pred_nll"],
+                                                       -rung["scores"][f]["val_pred_acc"]))  # fmt: skip
         assert rung["kept"] == ranked[: len(rung["kept"])]
     chosen = record["chosen_factor"]
     assert f"{chosen:g}" == second["kept"][0]
@@ -180,7 +181,17 @@ def test_auto_final_run_equals_a_fresh_run_at_the_chosen_ess(auto_run):
     record = read_json(out / "config.json")["ess_search"]
     f = record["rungs"][0]["kept"][-1]
     short = train(_cfg(ess_factor=float(f), epochs=1, schedule_epochs=4))
+    assert record["rungs"][0]["scores"][f]["val_pred_nll"] == short.metrics["val_pred_nll"]
     assert record["rungs"][0]["scores"][f]["val_pred_acc"] == short.metrics["val_pred_acc"]
+
+
+def test_auto_ranking_by_accuracy_is_an_option(tmp_path):
+    result = train(_cfg(ess_grid=[1.0, 0.0625], ess_score="val_pred_acc", epochs=2), tmp_path)
+    (rung,) = read_json(tmp_path / "config.json")["ess_search"]["rungs"]
+    best = max(rung["scores"], key=lambda f: (rung["scores"][f]["val_pred_acc"], -rung["scores"][f]["val_pred_nll"]))
+    assert rung["kept"] == [best] and result.metrics["ess_factor_chosen"] == float(best)
+    with pytest.raises(InputError, match="ess_score"):
+        resolve_config(_cfg(ess_score="test_acc"))
 
 
 def test_auto_rerun_resumes_without_retraining(auto_run):

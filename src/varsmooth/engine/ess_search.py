@@ -8,10 +8,12 @@ the test set.
 Successive halving (Jamieson & Talwalkar 2016; Li et al. 2018): with ``k`` candidate factors ``f`` of the
 training-set size N and a schedule of ``E`` epochs (``schedule_epochs``), there are ``R = ceil(log2 k)`` rungs.
 Rung ``r`` (0-based) trains every surviving candidate to epoch ``e_r = max(1, round(E * 2**(r - R)))``, continuing
-from its own checkpoint, with the learning-rate schedule and the Hessian horizon of the full run; it scores each by
-the posterior-predictive accuracy on the validation split (ties: the lower predictive NLL) and keeps the better
-half (rounded up). The one survivor continues to ``epochs`` (usually ``E``) and *is* the final run, so no epoch is
-trained twice. With ``k = 4``: ``4 E/4 + 2 E/4 + 1 E/2 = 2E`` epochs, twice one run.
+from its own checkpoint, with the learning-rate schedule and the Hessian horizon of the full run; it scores each on
+the validation split at the posterior predictive -- by NLL (``ess_score="val_pred_nll"``, the default; ties: higher
+accuracy) or by accuracy (``"val_pred_acc"``; ties: lower NLL) -- and keeps the better half (rounded up). NLL is a
+proper score of the noisy labels and keeps separating candidates early in training, when their accuracies are
+still level (README, "ess auto"). The one survivor continues to ``epochs`` (usually ``E``) and *is* the final
+run, so no epoch is trained twice. With ``k = 4``: ``4 E/4 + 2 E/4 + 1 E/2 = 2E`` epochs, twice one run.
 
 Layout: candidates are ordinary run folders ``OUT/ess-search/f<factor>/``; the winner's checkpoint is copied to
 ``OUT`` and finished there, so ``OUT`` is a complete run folder whose ``config.json`` holds the numeric ess and the
@@ -38,8 +40,7 @@ from .trainconfig import RESUME_FREE
 __all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
 
 SEARCH_DIR = "ess-search"
-SCORE = "val_pred_acc"  # posterior-predictive accuracy on the noisy validation split; ties: lower val_pred_nll
-TIE_BREAK = "val_pred_nll"
+SCORED = ("val_pred_nll", "val_pred_acc", "val_acc", "sigma_median")  # recorded per candidate and rung
 
 # run_fn(cfg, out, callbacks=..., record=..., warn=...) -> TrainResult: one run at a fixed ess (varsmooth.train)
 RunFn = Callable[..., Any]
@@ -62,12 +63,13 @@ def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = Fals
     )
 
 
-def _rank_key(scores: dict) -> tuple[float, float]:
-    """Sort key, best first: higher SCORE, then lower TIE_BREAK; missing or non-finite values rank last."""
-    acc, nll = scores.get(SCORE), scores.get(TIE_BREAK)
+def _rank_key(scores: dict, by: str) -> tuple[float, float]:
+    """Sort key, best first: ``by`` = "val_pred_nll" ranks by lower NLL then higher accuracy, "val_pred_acc" by
+    higher accuracy then lower NLL; missing or non-finite values rank last."""
+    acc, nll = scores.get("val_pred_acc"), scores.get("val_pred_nll")
     acc = -math.inf if acc is None or not math.isfinite(acc) else float(acc)
     nll = math.inf if nll is None or not math.isfinite(nll) else float(nll)
-    return -acc, nll
+    return (nll, -acc) if by == "val_pred_nll" else (-acc, nll)
 
 
 def _fingerprint(cfg) -> dict:
@@ -92,9 +94,9 @@ def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callback
         try:
             cand = _candidate(cfg, f, n_train, epochs)
             metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
-            scores[f"{f:g}"] = {k: metrics.get(k) for k in (SCORE, TIE_BREAK, "val_acc", "sigma_median")}
+            scores[f"{f:g}"] = {k: metrics.get(k) for k in SCORED}
         except diverged as err:
-            scores[f"{f:g}"] = {SCORE: None, TIE_BREAK: None, "diverged": str(err)}
+            scores[f"{f:g}"] = {**dict.fromkeys(SCORED), "diverged": str(err)}
     return scores
 
 
@@ -132,7 +134,7 @@ def search_ess(
             else:
                 rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
                                                                 callbacks, diverged)}  # fmt: skip
-                ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"]))  # ties keep grid order
+                ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
                 rung["kept"] = [f"{f:g}" for f in ranked[: math.ceil(len(alive) / 2)]]
             cost += (epochs - previous) * len(alive)
             alive = [f for f in alive if f"{f:g}" in rung["kept"]]
@@ -146,8 +148,7 @@ def search_ess(
         record = {
             "grid": [f"{f:g}" for f in factors],
             "n_train": int(n_train),
-            "score": SCORE,
-            "tie_break": TIE_BREAK,
+            "score": cfg.ess_score,
             "rungs": rungs,
             "chosen_factor": chosen,
             "chosen_ess": float(chosen * n_train),

@@ -32,6 +32,8 @@ HESSIAN_HORIZON = 2.0
 # ess = DEFAULT_ESS_FACTOR * N when there is no validation split to choose it on (README, "ess without a
 # validation split"): the single factor measured to be the most robust across settings.
 DEFAULT_ESS_FACTOR = 1.0
+# What "ess: auto" ranks candidates by: predictive NLL or accuracy on the noisy validation split (README, "ess auto").
+ESS_SCORES = ("val_pred_nll", "val_pred_acc")
 # The candidate factors of N that "ess: auto" chooses from by successive halving (varsmooth.ess_search).
 ESS_GRID = (1.0, 0.25, 0.0625, 0.015625)
 
@@ -91,6 +93,10 @@ class TrainConfig:
     )
     ess_factor: float | None = _opt(None, "ess = factor * N; None: DEFAULT_ESS_FACTOR (1)")
     ess_grid: list[float] = _opt(help="ess 'auto': the candidate factors of N", factory=lambda: list(ESS_GRID))
+    ess_score: str = _opt(
+        "val_pred_nll", "ess 'auto': rank candidates by val_pred_nll (lower is better) or val_pred_acc, on the noisy "
+        "validation split at the posterior predictive",
+    )
     hess_init: float | None = _opt(None, "IVON Hessian initialisation h0; None: the method's")
     beta1: float = _opt(0.9, "IVON gradient momentum")
     beta2: float | None = _opt(
@@ -189,6 +195,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         grid_ok = grid_ok and all(_finite(f) and f > 0 for f in cfg.ess_grid)
         _check(grid_ok, "ess_grid", cfg.ess_grid, "a non-empty list of positive factors of N")
         cfg.ess_grid = [float(f) for f in cfg.ess_grid]
+        _check(cfg.ess_score in ESS_SCORES, "ess_score", cfg.ess_score, f"one of {', '.join(ESS_SCORES)}")
         if cfg.ess == "auto" and cfg.val_fraction <= 0:
             raise InputError("ess='auto' chooses ess on a validation split; set val_fraction > 0 or give a number")
         _check(cfg.clip_radius is None or cfg.clip_radius > 0, "clip_radius", cfg.clip_radius, "a positive number")
