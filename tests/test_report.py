@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import os
 import re
 import shutil
@@ -238,9 +239,9 @@ def test_every_figure_renders_in_headless_chromium(results_dir, tmp_path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium) for the rendering check")
 def test_demo_report_in_headless_chromium_with_a_screenshot(tmp_path):
-    """The demo smoke run's report: every image decodes, no table is empty, the claims table is there when any
-    experiment states a claim; a screenshot of the first screen is kept (tmp dir; docs/figures/ when
-    VARSMOOTH_SAVE_SCREENSHOT=1)."""
+    """The demo smoke run's report: every image decodes, no table is empty, the demo's headline and then the claims
+    table lead the page (one row per stated claim); a screenshot of the first screen is kept (tmp dir;
+    docs/figures/ when VARSMOOTH_SAVE_SCREENSHOT=1)."""
     from varsmooth.cli import main
 
     out = tmp_path / "demo"
@@ -259,6 +260,11 @@ def test_demo_report_in_headless_chromium_with_a_screenshot(tmp_path):
     claims = [c for p in sorted(out.rglob("summary.json")) if "runs" not in p.relative_to(out).parts
               for c in read_json(p).get("claims") or []]  # fmt: skip
     assert probe["claim_rows"] == len(claims), f"the claims table is missing or incomplete: {probe}"
+    # the answer on the first screen: the demo's headline, then the claims table, before the contents
+    headline = read_json(out / "summary.json")["headline"]
+    dom = html.unescape(_chromium(tmp_path / "profile", "--dump-dom", page.as_uri()))
+    assert claims and headline in dom, "the demo's headline or claims are missing"
+    assert dom.index(headline) < dom.index('id="claims"') < dom.index("<nav>")
 
 
 def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):

@@ -109,11 +109,16 @@ def test_demo_summary_rows_come_from_the_selected_runs(tmp_path, capsys):
     assert cli.main(["run", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     rows = {r["method"]: r for r in _table(stdout)}
-    assert {"ERM", "LS", "IVON", "IVON (pred.)"} <= set(rows)
+    assert {"ERM", "best LS", "IVON (mean)", "IVON (pred.)"} <= set(rows)
     summary = read_json(out / "summary.json")
     assert rows["ERM"]["accuracy %"] == f"{100 * summary['test_acc']['erm']:.1f}"
-    assert rows["LS"]["accuracy %"] == f"{100 * summary['test_acc']['ls']:.1f}"
+    assert rows["best LS"]["accuracy %"] == f"{100 * summary['test_acc']['ls']:.1f}"
+    assert rows["IVON (mean)"]["accuracy %"] == f"{100 * summary['test_acc']['ivon_mean']:.1f}"
     assert rows["IVON (pred.)"]["accuracy %"] == f"{100 * summary['test_acc']['ivon_predictive']:.1f}"
-    assert rows["LS"]["chosen"] == f"alpha={summary['ls_alpha']:g}"
+    assert rows["best LS"]["chosen"] == f"alpha={summary['ls_alpha']:g}"
+    ls = read_json(out / "runs" / f"ls-alpha{summary['ls_alpha']}" / "final.json")
+    assert (rows["best LS"]["NLL"], rows["best LS"]["ECE"]) == (f"{ls['test_nll']:.3f}", f"{ls['test_ece']:.3f}")
+    # the headline, then the verdict lines
+    assert stdout.index(summary["headline"]) < stdout.index("claims (paper figure") < stdout.index("NOT TESTABLE")
     assert f"AUROC {summary['auroc_predictive']:.3f}" in stdout
     assert f"report: {out / 'report.html'}" in stdout

@@ -288,6 +288,8 @@ figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;c
 .problem{color:#a00} .claims td{white-space:normal} .v-agrees{color:#070;font-weight:600}
 .v-disagrees{color:#b00;font-weight:600} details summary{cursor:pointer;color:#555;font-size:13px}
 .pivot b{color:#000} details.full{margin-top:12px}
+.headline{font-size:16px;font-weight:600;margin:10px 0;padding:8px 12px;background:#f3f7fc;
+border-left:4px solid #0b5cad}
 .scroll{max-height:560px;overflow:auto;display:inline-block;max-width:100%} .scroll th{position:sticky;top:0}
 """
 
@@ -339,11 +341,20 @@ def _ordered_figures(s: Section) -> list[Path]:
     return sorted(s.figures, key=lambda p: rank.get(p.relative_to(s.path).as_posix(), len(rank)))
 
 
+def _headline(s: Section) -> str:
+    """The one-sentence answer an experiment states in ``summary.json["headline"]`` ("" for none)."""
+    text = s.summary.get("headline")
+    return text.strip() if isinstance(text, str) else ""
+
+
 def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
     """(HTML, Markdown) of one section: its claims and verdicts, the pivots, the main figure then the others;
     the full results table, summary values, config and versions last, collapsed."""
     h = [f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>']
     md = [f"## {s.title}\n"]
+    if _headline(s):
+        h.append(f'<p class="headline">{html.escape(_headline(s))}</p>')
+        md.append(f"**{_headline(s)}**\n")
     meta = [f"folder <code>{html.escape(s.rel or '.')}</code>"] + (
         [f"preset <b>{html.escape(s.preset)}</b>"] if s.preset else []
     )
@@ -418,6 +429,10 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
     )
     claims = claim_rows((s.title, s.summary) for s in sections)
     claims_html, claims_md = claims_section_html(claims), ""
+    headlines = [(s, _headline(s)) for s in sections if _headline(s)]
+    top = "".join(f'<p class="headline" id="headline-{s.anchor}"><a href="#{s.anchor}">{html.escape(s.title)}</a>: '
+                  f"{html.escape(text)}</p>" for s, text in headlines)  # fmt: skip
+    top_md = "".join(f"**{s.title}**: {text}\n\n" for s, text in headlines)
     if claims:
         claims_md = "## Paper claims\n\n" + markdown_table(claims, CLAIM_COLUMNS) + "\n"
     when = datetime.datetime.now().isoformat(timespec="seconds")
@@ -428,11 +443,11 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>"
         f"<h1>{html.escape(title)}</h1><div class=meta>{html.escape(str(root.resolve()))} · generated {when}"
         f" · {len(sections)} sections, {n_fig} figures</div>"
-        f"{claims_html}<nav><h3>Contents</h3><ol>{toc}</ol></nav>\n"
+        f"{top}{claims_html}<nav><h3>Contents</h3><ol>{toc}</ol></nav>\n"
         + "\n".join(p[0] for p in parts)
         + f"</main><script>{SCRIPT}</script></body></html>\n"
     )
-    atomic_write(root / "results.md", f"# {title}\n\n" + claims_md + "\n".join(p[1] for p in parts))
+    atomic_write(root / "results.md", f"# {title}\n\n" + top_md + claims_md + "\n".join(p[1] for p in parts))
     out = root / "report.html"
     atomic_write(out, page)
     return out

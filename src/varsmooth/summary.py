@@ -3,10 +3,11 @@
 :func:`summarize` reads files only (it imports no experiment) and returns plain text for stdout:
 
 - an experiment folder (``summary.json``, ``results.csv``): one row per selected method -- for the comparison
-  experiments the ``table`` rows of ``summary.json`` (setting, protocol, method, chosen hyperparameter), with test
-  NLL and ECE averaged over seeds from ``results.csv`` at the chosen setting; for the demo its selected ERM / LS /
-  IVON runs (``runs/<name>/final.json``); then the detector's AUROC / AP where there is one, then one line per
-  claim in ``summary.json["claims"]``;
+  experiments and the demo the ``table`` rows of ``summary.json`` (setting, protocol, method, chosen
+  hyperparameter), with test NLL and ECE averaged over seeds from ``results.csv`` at the chosen setting (else the
+  rows' own ``nll`` / ``ece``); for a demo folder without a ``table`` its selected ERM / LS / IVON runs
+  (``runs/<name>/final.json``); then the detector's AUROC / AP where there is one, the experiment's one-sentence
+  ``headline`` where it states one, then one line per claim in ``summary.json["claims"]``;
 - a train run folder (``final.json``, ``config.json``): one row (two for IVON: at the mean and predictive).
 
 Accuracies are shown in percent (mean ± std over seeds where there are several); NLL in nats; ECE as a fraction.
@@ -104,6 +105,12 @@ def _method_tag(label: str) -> str:
     return low
 
 
+def _stat(row: Mapping[str, Any], key: str) -> str:
+    """A table row's own ``{key: {"mean": ...}}`` (compare_table's nll / ece) to three decimals, "-" for none."""
+    value = _num((row.get(key) or {}).get("mean")) if isinstance(row.get(key), Mapping) else None
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _comparison_rows(summary: dict, results: list[dict]) -> list[dict[str, str]]:
     """One row per ``summary["table"]`` entry of a comparison experiment; NLL/ECE from results.csv."""
     table = summary.get("table") or []
@@ -124,7 +131,8 @@ def _comparison_rows(summary: dict, results: list[dict]) -> list[dict[str, str]]
             "setting": str(t.get(setting, "")), "protocol": str(t.get("protocol", "")), "method": str(t["method"]),
             "chosen": str(t.get("chosen", "")),
             "accuracy %": f"{100 * t['mean']:.1f}" + (f" ± {100 * t['std']:.1f}" if t.get("n", 1) > 1 else ""),
-            "NLL": _mean(vals(nll), ".3f"), "ECE": _mean(vals(ece), ".3f"), "n": str(t.get("n", "")),
+            "NLL": _mean(vals(nll), ".3f") if vals(nll) else _stat(t, "nll"),
+            "ECE": _mean(vals(ece), ".3f") if vals(ece) else _stat(t, "ece"), "n": str(t.get("n", "")),
         })  # fmt: skip
         if not match and vals(acc):
             out[-1]["accuracy %"] = _pct(vals(acc))
@@ -245,6 +253,8 @@ def summarize(folder: str | os.PathLike, *, report: str | os.PathLike | None = N
     if table:
         parts.append(table)
     parts += _detector_lines(folder, summary)
+    if isinstance(summary.get("headline"), str) and summary["headline"].strip():
+        parts.append(summary["headline"].strip())
     claims = [c for c in summary.get("claims") or [] if isinstance(c, Mapping)]
     if claims:
         parts.append("claims (paper figure; paired over seeds):")

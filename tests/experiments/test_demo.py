@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from varsmooth.cli import main
 from varsmooth.commands.run import DEFAULT_EXPERIMENT
 from varsmooth.experiments import presets
-from varsmooth.experiments.demo import IVON_RUN, selected
+from varsmooth.experiments.demo import IVON_RUN, ess_text, selected
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def test_demo_smoke_writes_sections_and_report(demo_dir):
     html = (demo_dir / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "demo/accuracy" in html and "demo/noise-gallery" in html
     pngs = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.glob("*/*.png"))
-    assert len(pngs) == 6 and html.count("data:image/png;base64,") == len(pngs)  # every figure embedded
+    assert len(pngs) == 7 and html.count("data:image/png;base64,") == len(pngs)  # every figure embedded
     assert all(f"<figcaption>{name}" in html for name in pngs)
     for sub, files in {
-        "accuracy": ("results.csv", "summary.json", "accuracy.png"),
+        "accuracy": ("results.csv", "summary.json", "accuracy.png", "reliability.png"),
         "noise-gallery": ("results.csv", "summary.json", "noise.npz", "top_bottom.csv", "top_noise.png"),
     }.items():
         for name in files:
@@ -122,3 +123,53 @@ def test_selected_takes_the_first_of_equal_scores():
     ]
     best = selected(recs)
     assert {m: r["name"] for m, r in best.items()} == {"erm": "e", "ls": "b", "ivon": "i"}
+
+
+def test_ess_text():
+    assert [ess_text(f) for f in (1, 1.0, 0.0625, 0.25, 2)] == ["N", "N", "N/16", "N/4", "2N"]
+
+
+def test_demo_headline_table_and_claims_are_its_own_numbers(demo_dir):
+    """summary.json's headline quotes the selected runs' final.json accuracies and ECEs and the detector's AUROC
+    (every number in it is one of those); its table is the comparison shape; its claim is Fig. 5's, untestable on
+    one seed."""
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    acc = json.loads((demo_dir / "accuracy" / "summary.json").read_text())
+    final = {m: json.loads((demo_dir / "runs" / acc[f"{m}_selected"]["name"] / "final.json").read_text())
+             for m in ("erm", "ls", "ivon")}  # fmt: skip
+    t, text = summary["test_acc"], summary["headline"]
+    assert (t["erm"], t["ls"], t["ivon_mean"], t["ivon_predictive"]) == (
+        final["erm"]["test_acc"], final["ls"]["test_acc"], final["ivon"]["test_acc"], final["ivon"]["test_pred_acc"])
+    parts = {
+        "ls": f"LS (alpha {summary['ls_alpha']:g}) {100 * t['ls']:.1f}%",
+        "ivon": f"IVON with nothing given (ess auto chose {ess_text(summary['ivon_ess_factor'])}) "
+        f"{100 * t['ivon_mean']:.1f}% (predictive {100 * t['ivon_predictive']:.1f}%)",
+        "erm": f"ERM {100 * t['erm']:.1f}%",
+    }
+    assert all(p in text for p in parts.values()), text
+    order = sorted(parts, key=lambda m: -final[m]["test_acc"])
+    assert [text.index(parts[m]) for m in order] == sorted(text.index(parts[m]) for m in order)  # best first
+    eces = sorted((final[m]["test_ece"], name) for m, name in (("erm", "ERM"), ("ls", "LS"), ("ivon", "IVON")))
+    (lo, lo_name), (hi, hi_name) = eces[0], eces[-1]
+    assert f"{hi_name}'s ECE {hi:.3f} is {hi / lo:.1f}x {lo_name}'s {lo:.3f}" in text
+    assert text.endswith(f"find the flipped labels with AUROC {summary['auroc_predictive']:.3f}")
+    quoted = {f"{100 * v:.1f}" for v in (t["erm"], t["ls"], t["ivon_mean"], t["ivon_predictive"])}
+    quoted |= {f"{hi:.3f}", f"{lo:.3f}", f"{hi / lo:.1f}", f"{summary['auroc_predictive']:.3f}",
+               f"{summary['ls_alpha']:g}"}  # fmt: skip
+    assert set(re.findall(r"\d+\.\d+", text)) <= quoted, text
+
+    table = {r["method"]: r for r in summary["table"]}
+    assert list(table) == ["ERM", "best LS", "IVON (mean)", "IVON (pred.)"]
+    assert all(r["protocol"] == "fair" and r["corruption"] == summary["corruption"] and r["n"] == 1
+               for r in table.values())  # fmt: skip
+    for label, m, pre in (("ERM", "erm", "test_"), ("best LS", "ls", "test_"), ("IVON (mean)", "ivon", "test_"),
+                          ("IVON (pred.)", "ivon", "test_pred_")):  # fmt: skip
+        row = table[label]
+        assert row["mean"] == final[m][f"{pre}acc"]
+        assert (row["nll"]["mean"], row["ece"]["mean"]) == (final[m][f"{pre}nll"], final[m][f"{pre}ece"])
+    assert table["best LS"]["chosen"] == f"alpha={summary['ls_alpha']:g}"
+    assert table["IVON (mean)"]["chosen"] == f"ess_factor={summary['ivon_ess_factor']:g}"
+
+    (c,) = summary["claims"]
+    assert (c["figure"], c["verdict"], c["numbers"]["seeds"]) == ("Fig. 5", "not testable here", ["0"])
+    assert (c["numbers"]["a_mean"], c["numbers"]["b_mean"]) == (t["ivon_mean"], t["ls"])

@@ -32,6 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import plots
 from ..errors import InputError
 from ..gallery import image_fn, ivon_gallery, write_gallery
@@ -39,6 +41,7 @@ from ..io import read_json, write_json
 from ..report import write_report
 from . import Runtime
 from . import _compare as C
+from ._claims import comparison_claims
 from ._common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
 
 ID = "demo"
@@ -58,6 +61,7 @@ METRICS = (
     "test_nll",
     "test_pred_nll",
     "test_ece",
+    "test_pred_ece",
 )
 HYPER = {"ls": "alpha", "ivon": "ess_factor"}  # the hyperparameter chosen on the validation split, per method
 IVON_RUN = "ivon-auto"
@@ -115,8 +119,12 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     acc_summary = accuracy_section(out / "accuracy", cfg, recs, best, search, n_train=len(g.labels))
     gal_summary = gallery_section(out / "noise-gallery", cfg, chosen, g, alpha=float(best["ls"]["value"]))
     det = gal_summary["detection"]
+    table = comparison_rows(recs, str(cfg["corruption"]))
     summary = {
         "description": DESCRIPTION,
+        "headline": headline(best, det),
+        "claims": comparison_claims(table, setting="corruption", figure="Fig. 5"),
+        "table": [{k: v for k, v in r.items() if k not in ("values", "hp", "run_method")} for r in table],
         "corruption": cfg["corruption"],
         "test_acc": {
             "erm": best["erm"]["test_acc"],
@@ -142,6 +150,60 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     write_json(out / "summary.json", {"experiment": ID, "preset": preset, **summary})
     write_report(out, title="varsmooth demo: adaptive label smoothing from variational learning")
     return summary
+
+
+def comparison_rows(recs: list[dict[str, Any]], corruption: str) -> list[dict[str, Any]]:
+    """The demo's selection as :func:`._compare.compare_table` rows (fair protocol, one setting): ERM, best LS
+    (alpha by validation accuracy), IVON at the mean and predictive (the engine's ess choice), with test NLL and
+    ECE at the chosen setting and ``values`` ({seed: test accuracy}) for :func:`._claims.comparison_claims`."""
+    entries = (
+        ("ERM", "erm", (), "test_", "val_acc"),
+        ("best LS", "ls", ("alpha",), "test_", "val_acc"),
+        ("IVON (mean)", "ivon", ("ess_factor",), "test_", "val_acc"),
+        ("IVON (pred.)", "ivon", ("ess_factor",), "test_pred_", "val_pred_acc"),
+    )
+    rows = []
+    for label, method, hp, pre, by in entries:
+        sel = C.select([r for r in recs if r["method"] == method], hp=hp, report=f"{pre}acc", by=by,
+                       also={"nll": f"{pre}nll", "ece": f"{pre}ece"})  # fmt: skip
+        if sel is not None:
+            chosen = ", ".join(f"{k}={C._fmt(v)}" for k, v in sel["chosen"].items()) or "-"
+            rows.append({"corruption": corruption, "protocol": "fair", "method": label, **sel, "chosen": chosen,
+                         "hp": sel["chosen"], "run_method": method})  # fmt: skip
+    return rows
+
+
+def ess_text(factor: float) -> str:
+    """An ess factor as a multiple of N: 1 -> "N", 0.0625 -> "N/16", 2 -> "2N"."""
+    f = float(factor)
+    if f == 1:
+        return "N"
+    return f"N/{1 / f:g}" if f < 1 else f"{f:g}N"
+
+
+def headline(best: dict[str, dict[str, Any]], detection: dict[str, Any]) -> str:
+    """One sentence of what the demo found, from its numbers: the selected methods' test accuracies (best first;
+    IVON at the mean, with its predictive), the largest test ECE against the smallest, and the AUROC of IVON's
+    posterior-predictive suspects against the flipped labels."""
+    ls, ivon, erm = best["ls"], best["ivon"], best["erm"]
+    accs = [
+        (float(ls["test_acc"]), f"LS (alpha {float(ls['value']):g}) {100 * ls['test_acc']:.1f}%"),
+        (float(ivon["test_acc"]), f"IVON with nothing given (ess auto chose {ess_text(ivon['value'])}) "
+         f"{100 * ivon['test_acc']:.1f}% (predictive {100 * ivon['test_pred_acc']:.1f}%)"),
+        (float(erm["test_acc"]), f"ERM {100 * erm['test_acc']:.1f}%"),
+    ]  # fmt: skip
+    parts = [", ".join(text for _, text in sorted(accs, key=lambda a: -a[0]))]
+    eces = sorted(((float(r["test_ece"]), name) for name, r in (("ERM", erm), ("LS", ls), ("IVON", ivon))
+                   if "test_ece" in r), reverse=True)  # fmt: skip
+    if len(eces) > 1:
+        (hi, hi_name), (lo, lo_name) = eces[0], eces[-1]
+        ratio = f" is {hi / lo:.1f}x" if lo > 0 else " against"
+        parts.append(f"{hi_name}'s ECE {hi:.3f}{ratio} {lo_name}'s {lo:.3f}")
+    auroc = detection.get("auroc_predictive")
+    if auroc is not None and np.isfinite(auroc):
+        parts.append(f"the suspects ranked by IVON's posterior predictive find the flipped labels with AUROC "
+                     f"{float(auroc):.3f}")  # fmt: skip
+    return "; ".join(parts)
 
 
 def search_record(search: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +239,9 @@ def accuracy_section(
         ylabel="accuracy",
         title=f"{cfg['corruption']} label noise, settings chosen on the noisy validation split",  # fmt: skip
     )
+    figures = ["accuracy.png"]
+    if reliability_figure(path, path.parent / "runs", best, corruption=str(cfg["corruption"])) is not None:
+        figures.append("reliability.png")
     summary = {
         "protocol": "alpha chosen by validation accuracy (noisy labels), ess by the engine's successive halving on "
         "the same split; test set read once per run",
@@ -187,10 +252,29 @@ def accuracy_section(
         },
         "grid": {r["name"]: {"val": r["val_pred_acc"], "test": r["test_pred_acc"]} for r in recs},
         "ivon_ess_search": search_record(search),
+        "figures": figures,
     }
     _section(path, "demo/accuracy", "ERM vs LS vs IVON test accuracy; alpha and ess chosen on a noisy validation split",
              summary)  # fmt: skip
     return summary
+
+
+def reliability_figure(path: Path, runs: Path, best: dict[str, dict], *, corruption: str) -> Path | None:
+    """``reliability.png``: reliability diagrams of the selected ERM, LS and IVON (at the mean and predictive) from
+    the test probabilities in each run's ``arrays.npz``; None when a run's arrays are missing."""
+    panels = (("ERM", "erm", False), (f"LS, alpha={float(best['ls']['value']):g}", "ls", False),
+              ("IVON (mean)", "ivon", False), ("IVON (pred.)", "ivon", True))  # fmt: skip
+    predictions = {}
+    for label, method, predictive in panels:
+        arrays_path = runs / best[method]["name"] / "arrays.npz"
+        if not arrays_path.exists():
+            return None
+        with np.load(arrays_path) as arrays:
+            probs = arrays["test_probs_pred" if predictive and "test_probs_pred" in arrays else "test_probs"]
+            predictions[label] = (arrays["test_labels"], probs)
+    return plots.reliability_diagram(
+        predictions, path / "reliability.png", title=f"{corruption} label noise, the selected runs on the test set"
+    )
 
 
 def gallery_section(path: Path, cfg: dict[str, Any], result, g, *, alpha: float) -> dict[str, Any]:
