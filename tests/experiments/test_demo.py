@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 
@@ -13,6 +12,7 @@ from varsmooth.cli import main
 from varsmooth.commands.run import DEFAULT_EXPERIMENT
 from varsmooth.experiments import presets
 from varsmooth.experiments.demo import IVON_RUN, ess_text, selected
+from varsmooth.io import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,6 @@ def demo_dir(tmp_path_factory):
     assert main(["run", "demo", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
     return out
 
-
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_default_run_is_the_demo_on_bundled_data():
@@ -54,7 +50,7 @@ def test_demo_smoke_writes_sections_and_report(demo_dir):
 
 
 def test_demo_selection_uses_validation_and_reports_it(demo_dir):
-    rows = _rows(demo_dir / "accuracy" / "results.csv")
+    rows = read_csv(demo_dir / "accuracy" / "results.csv")
     summary = json.loads((demo_dir / "summary.json").read_text())
     for method, crit in (("erm", "val_acc"), ("ls", "val_acc")):
         vals = {r["hyper_value"]: float(r["value"]) for r in rows if r["method"] == method and r["metric"] == crit}
@@ -87,7 +83,7 @@ def test_demo_ivon_ess_is_the_engines_auto_choice(demo_dir):
     assert all(np.isfinite(v["val_pred_nll"]) for v in search["rungs"][0]["scores"].values())
     assert len(search["rungs"][0]["scores"]) == len(search["grid"])  # every candidate scored in the first rung
     assert 1 <= search["cost_runs"] <= 2.5
-    rows = _rows(demo_dir / "accuracy" / "results.csv")
+    rows = read_csv(demo_dir / "accuracy" / "results.csv")
     ivon = [r for r in rows if r["method"] == "ivon"]
     assert {r["hyper_value"] for r in ivon} == {str(factor)} and all(r["selected"] == "True" for r in ivon)
     acc = json.loads((demo_dir / "accuracy" / "summary.json").read_text())

@@ -4,7 +4,6 @@ interruption (bitwise-equal results), and input errors."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from varsmooth.cli import main
 from varsmooth.errors import InputError
 from varsmooth.experiments import _compare as C
 from varsmooth.experiments import resolve_preset
+from varsmooth.io import read_csv
 
 IDS = ["noisy-accuracy", "fixed-hessian", "class-dependent", "hessian-init", "natural-noise"]
 PNGS = {
@@ -25,10 +25,6 @@ PNGS = {
     "hessian-init": ["accuracy_vs_h0.png"],
 }
 
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def run_cli(exp_id: str, out: Path, *extra: str) -> int:
@@ -50,7 +46,7 @@ def test_smoke_preset_writes_its_files(smoke_outputs, exp_id):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["experiment"] == exp_id and summary["preset"] == "smoke"
     assert summary["runs_finished"] == summary["runs_total"] > 0
-    rows = read_rows(out / "results.csv")
+    rows = read_csv(out / "results.csv")
     header = list(rows[0])
     expected = list(C.TAGS) + (["kappa"] if exp_id == "class-dependent" else []) + ["metric", "value"]
     assert header == expected
@@ -74,7 +70,7 @@ def _by_run(rows, metric):
 def test_protocol_selection_matches_raw_results(smoke_outputs, exp_id):
     root, _ = smoke_outputs
     out = root / exp_id
-    rows = read_rows(out / "results.csv")
+    rows = read_csv(out / "results.csv")
     setting = "kappa" if exp_id == "class-dependent" else "corruption"
     norm = (lambda v: str(float(v))) if setting == "kappa" else str
     test, val = _by_run(rows, "test_acc"), _by_run(rows, "val_acc")
@@ -222,7 +218,7 @@ def test_summary_states_its_claims_and_their_verdicts_recompute_from_results(smo
     for c in summary["claims"]:
         assert {"claim", "figure", "setting", "rule", "verdict", "numbers"} <= set(c)
         assert c["figure"].startswith("Fig. ") and c["verdict"] in {v.value for v in K.Verdict}
-    rows = read_rows(root / exp_id / "results.csv")
+    rows = read_csv(root / exp_id / "results.csv")
     test_acc = [r for r in rows if r["metric"] == "test_acc"]
     for c in summary["claims"]:
         if "range" in c["numbers"]:  # spread_at_most over h0 >= h0_from

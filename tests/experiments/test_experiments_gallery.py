@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -13,6 +12,7 @@ from varsmooth.errors import InputError
 from varsmooth.experiments import resolve_preset
 from varsmooth.experiments.smoothed_labels import class_average, ls_matrix
 from varsmooth.gallery import Gallery, class_pair, ls_noise
+from varsmooth.io import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,6 @@ def smoothed_dir(tmp_path_factory):
     return out
 
 
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
 
 def test_gallery_smoke_writes_its_files(gallery_dir):
     for name in (
@@ -47,7 +43,7 @@ def test_gallery_smoke_writes_its_files(gallery_dir):
         "noise_histogram.png",
     ):
         assert (gallery_dir / name).stat().st_size > 0, name
-    rows = _rows(gallery_dir / "results.csv")
+    rows = read_csv(gallery_dir / "results.csv")
     assert set(rows[0]) == {"method", "metric", "value", "seed"}
     assert {r["method"] for r in rows} == {"ivon", "ls"}
     assert (gallery_dir / "runs" / "ivon" / "final.json").exists()
@@ -64,7 +60,7 @@ def test_gallery_ranks_consistently_with_saved_noise(gallery_dir):
     order = d["order"]
     assert sorted(order.tolist()) == list(range(n))
     assert np.all(np.diff(mag[order]) <= 0)
-    rows = _rows(gallery_dir / "top_bottom.csv")
+    rows = read_csv(gallery_dir / "top_bottom.csv")
     top = [r for r in rows if r["group"] == "top"]
     bottom = [r for r in rows if r["group"] == "bottom"]
     kk = json.loads((gallery_dir / "summary.json").read_text())["top_k"]
@@ -124,11 +120,11 @@ def test_smoothed_labels_smoke_rows_sum_to_one(smoothed_dir):
     # OLS: a row-stochastic soft-label matrix
     np.testing.assert_allclose(m["ols"].sum(1), 1.0, atol=1e-9)
     assert (m["ols"] >= 0).all()
-    rows = _rows(smoothed_dir / "matrices.csv")
+    rows = read_csv(smoothed_dir / "matrices.csv")
     assert len(rows) == 3 * k * k
     r = next(r for r in rows if r["method"] == "ivon" and r["true_class"] == "2" and r["label"] == "3")
     assert float(r["value"]) == pytest.approx(m["ivon"][2, 3], rel=1e-12)
-    res = _rows(smoothed_dir / "results.csv")
+    res = read_csv(smoothed_dir / "results.csv")
     err = [float(r["value"]) for r in res if r["metric"] == "row_sum_max_error"]
     assert len(err) == 3 and max(err) < 1e-6
 

@@ -91,13 +91,16 @@ def _grid(cfg: dict, key: str, *, positive: bool = False, upper: float | None = 
     return out
 
 
+def _setting_values(cfg: dict, key: str, corruption: str | None) -> Any:
+    """``cfg[key]``, or the list under ``corruption_options[corruption][key]`` when that setting overrides it."""
+    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {}) if corruption is not None else {}
+    return per_corruption.get(key, cfg.get(key))
+
+
 def grid(cfg: dict, key: str, corruption: str | None = None, **bounds) -> list[float]:
     """The list of numbers ``cfg[key]``, checked (InputError naming the key otherwise); a list under
     ``corruption_options[corruption][key]`` replaces it for that setting (e.g. the paper's per-setting h0, Table 1)."""
-    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {}) if corruption is not None else {}
-    if key in per_corruption:
-        return _grid({key: per_corruption[key]}, key, **bounds)
-    return _grid(cfg, key, **bounds)
+    return _grid({key: _setting_values(cfg, key, corruption)}, key, **bounds)
 
 
 AUTO = "auto"
@@ -111,8 +114,7 @@ def fmt_factor(value: Any) -> str:
 def ess_grid(cfg: dict, corruption: str | None = None) -> list[float | str]:
     """``ess_factors``: positive factors of N, and ``"auto"`` (ess chosen by the engine on the validation split,
     :mod:`varsmooth.engine.ess_search`; needs ``val_fraction > 0``)."""
-    per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {}) if corruption is not None else {}
-    values = per_corruption.get("ess_factors", cfg.get("ess_factors"))
+    values = _setting_values(cfg, "ess_factors", corruption)
     if not isinstance(values, list) or not values:
         raise InputError(f"ess_factors={values!r} is not allowed; give a non-empty list of numbers or 'auto'")
     numbers = _grid({"ess_factors": [v for v in values if v != AUTO] or [1.0]}, "ess_factors", positive=True)
