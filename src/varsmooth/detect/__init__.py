@@ -1,6 +1,17 @@
-"""Find mislabeled and atypical training examples from one IVON training run (see :mod:`.scores`)."""
+"""Find mislabeled and atypical training examples from one IVON training run (see :mod:`.scores`; cleanlab-style
+functions in :mod:`.api`, training on the user's arrays in :mod:`.fit`)."""
 
+from .api import (
+    FilterBy,
+    QualityMethod,
+    confident_joint,
+    find_label_issues,
+    get_label_quality_scores,
+    label_quality_scores,
+    num_label_issues,
+)
 from .engine import EpochScorer, ScoredRun, score_checkpoint
+from .fit import ProbsFit, as_labeled_data, fit_probs
 from .scores import (
     ScoreAccumulator,
     ScoreMethod,
@@ -22,4 +33,14 @@ __all__ = [
     "EpochScorer",
     "ScoredRun",
     "score_checkpoint",
+    "find_label_issues",
+    "label_quality_scores",
+    "get_label_quality_scores",
+    "num_label_issues",
+    "confident_joint",
+    "FilterBy",
+    "QualityMethod",
+    "fit_probs",
+    "ProbsFit",
+    "as_labeled_data",
 ]

@@ -37,7 +37,9 @@ class EpochScorer:
       (:class:`ScoreAccumulator`; every :class:`ScoreMethod`, averaged over those epochs);
     - for free, from epoch ``step_from_epoch`` on, the softmax of the given label that each training step
       computes anyway (IVON: at its sampled weights, so a one-sample posterior predictive) is averaged per
-      example: :meth:`step_scores` = ``1 - mean p_step[y]`` (higher = more suspect).
+      example: :meth:`step_scores` = ``1 - mean p_step[y]`` (higher = more suspect), and the whole softmax
+      vector: :meth:`step_probs` (N, K), the mean over training of the step's probabilities (IVON: a posterior
+      predictive with one sample per step, averaged over the run).
 
     Its state is checkpointed with the run, so a resumed run keeps accumulating. Under data-parallel training
     the engine calls it on rank 0 only, so the step scores average rank 0's share of the steps.
@@ -61,12 +63,19 @@ class EpochScorer:
         self.labels: np.ndarray | None = None
         self._step_sum = np.zeros(0)
         self._step_count = np.zeros(0, dtype=np.int64)
+        self._step_probs = np.zeros((0, 0))
 
-    def _grow(self, n: int) -> None:
+    def _grow(self, n: int, k: int | None = None) -> None:
         extra = n - self._step_sum.shape[0]
         if extra > 0:
             self._step_sum = np.concatenate([self._step_sum, np.zeros(extra)])
             self._step_count = np.concatenate([self._step_count, np.zeros(extra, np.int64)])
+        k = self._step_probs.shape[1] if k is None else k
+        rows = n - self._step_probs.shape[0]
+        if rows > 0 or k != self._step_probs.shape[1]:
+            grown = np.zeros((max(n, self._step_probs.shape[0]), k))
+            grown[: self._step_probs.shape[0], : self._step_probs.shape[1]] = self._step_probs
+            self._step_probs = grown
 
     def on_batch(self, epoch: int, pos, out, labels) -> None:
         """Engine hook after each step, with the pool positions ``pos`` (B,), the step's :class:`StepOutput`
@@ -74,10 +83,12 @@ class EpochScorer:
         if epoch < self.step_from_epoch or len(pos) == 0:
             return
         with torch.no_grad():
-            p = torch.softmax(out.logits.float(), dim=1).gather(1, labels.view(-1, 1).to(out.logits.device))
+            probs = torch.softmax(out.logits.float(), dim=1)
+            p = probs.gather(1, labels.view(-1, 1).to(out.logits.device))
         pos = np.asarray(pos, dtype=np.int64)
-        self._grow(int(pos.max()) + 1)
+        self._grow(int(pos.max()) + 1, probs.shape[1])
         np.add.at(self._step_sum, pos, p.view(-1).double().cpu().numpy())
+        np.add.at(self._step_probs, pos, probs.double().cpu().numpy())
         np.add.at(self._step_count, pos, 1)
 
     def __call__(self, epoch: int, state) -> None:
@@ -100,11 +111,20 @@ class EpochScorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             return 1.0 - self._step_sum / np.where(self._step_count > 0, self._step_count, np.nan)
 
+    def step_probs(self) -> np.ndarray:
+        """(N, K) mean softmax over the recorded training steps; rows of NaN for examples never trained on."""
+        if not self._step_count.any():
+            raise InputError("no training step recorded: train with this callback first")
+        count = np.where(self._step_count > 0, self._step_count, np.nan)[: self._step_probs.shape[0], None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._step_probs / count
+
     def state_dict(self) -> dict:
         return {
             "labels": None if self.labels is None else torch.from_numpy(self.labels),
             "step_sum": torch.from_numpy(self._step_sum),
             "step_count": torch.from_numpy(self._step_count),
+            "step_probs": torch.from_numpy(self._step_probs),
             "acc": None if self.accumulator is None else self.accumulator.state_dict(),
         }
 
@@ -112,6 +132,8 @@ class EpochScorer:
         self.labels = None if state["labels"] is None else state["labels"].numpy().copy()
         self._step_sum = state["step_sum"].numpy().copy()
         self._step_count = state["step_count"].numpy().copy()
+        if "step_probs" in state:  # checkpoints written before step_probs existed lack it
+            self._step_probs = state["step_probs"].numpy().copy()
         self.accumulator = None
         if state["acc"] is not None:
             self.accumulator = ScoreAccumulator(self.labels)
