@@ -1,5 +1,8 @@
 """``varsmooth suspects CHECKPOINT --out DIR``: rank every training example of an IVON run by how suspect it is.
 
+``varsmooth suspects --data FILE_OR_DIR --out DIR`` does the same for the user's own data, with no code: it trains one
+IVON run on it first (:mod:`varsmooth.commands.suspects_data`).
+
 Example: ``varsmooth train --dataset mnist --data-dir D --method ivon --corruption symmetric:0.2 --out runs/ivon``,
 then ``varsmooth suspects runs/ivon --data-dir D --out runs/ivon/suspects``. Writes into ``DIR``:
 
@@ -27,12 +30,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..detect import ScoreMethod
 
     methods = ", ".join(m.value for m in ScoreMethod)
-    p.add_argument("checkpoint", help="run folder of an IVON training run (with checkpoint.pt), or the file")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="run folder of an IVON training run (with checkpoint.pt), or the file; or give --data")
+    p.add_argument("--data", default=None, metavar="FILE_OR_DIR",
+                   help="your own data instead of a checkpoint: .npz (X/features, y/labels), .npy features with "
+                   "--labels, .csv with a label column, or a folder of class subfolders of images")
+    p.add_argument("--labels", default=None, metavar="FILE.npy", help="--data .npy: the labels (N,)")
+    p.add_argument("--label-column", default="label", help="--data .csv: the label column (default: label)")
+    p.add_argument("--model", default=None, help="--data: the model (default: mlp on features, cnn3 on images)")
+    p.add_argument("--epochs", type=int, default=None, help="--data: epochs of the IVON run (default: 10)")
+    p.add_argument("--image-size", type=int, default=None, help="--data images: resize to this side (default: "
+                   "the first image's size)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files (default: the run's)")
     p.add_argument("--dataset", default=None, help="score this dataset's training split instead")
-    p.add_argument("--samples", type=int, default=32, help="posterior predictive samples (default: 32)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="posterior predictive samples (default: 32 for a checkpoint, 8 for --data)")
     p.add_argument("--top", type=int, default=64, help="images in the suspects grid (default: 64; 0: none)")
-    p.add_argument("--method", default="predictive", help=f"rank by: {methods} (default: predictive)")
+    p.add_argument("--method", default=None,
+                   help=f"rank by: {methods} (default: predictive; --data: margin or predictive, default margin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
@@ -42,7 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..detect import ScoreMethod, score_checkpoint
 
-    method = ScoreMethod.parse(args.method)
+    if (args.checkpoint is None) == (args.data is None):
+        raise InputError("give a CHECKPOINT or --data FILE_OR_DIR (exactly one)")
+    if args.data is not None:
+        from .suspects_data import main_data
+
+        return main_data(args)
+    for name in ("labels", "model", "epochs", "image_size"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')} goes with --data, not with a checkpoint")
+    args.samples = 32 if args.samples is None else args.samples
+    method = ScoreMethod.parse(args.method or ScoreMethod.PREDICTIVE)
     for name in ("samples", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
