@@ -126,3 +126,20 @@ def test_cli_bad_data_writes_nothing(tmp_path, extra, match):
         suspects_cmd.main(args)
     assert not (tmp_path / "o").exists()
 
+
+
+def test_own_torch_model_is_trained_as_a_copy(digits_flips):
+    import torch
+    from torch import nn
+
+    x, _, noisy = digits_flips
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    before = [p.detach().clone() for p in net.parameters()]
+    fit = fit_probs(noisy[:300], x[:300], model=net, epochs=2)
+    assert fit.step_probs.shape == (300, 10) and np.allclose(fit.step_probs.sum(1), 1.0)
+    trained = [p for p in fit.result.model.parameters()]
+    assert [tuple(p.shape) for p in trained] == [tuple(p.shape) for p in before]
+    assert not torch.equal(trained[0].cpu(), before[0])  # the copy was trained
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before, strict=True))  # user's module unchanged
+    assert find_label_issues(noisy[:300], features=x[:300], model=net, epochs=2).shape == (300,)

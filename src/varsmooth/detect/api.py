@@ -35,6 +35,7 @@ from __future__ import annotations
 from enum import Enum
 
 import numpy as np
+from torch import nn
 
 from ..errors import InputError
 from .fit import DEFAULT_EPOCHS, fit_probs
@@ -147,7 +148,7 @@ def label_quality_scores(
     *,
     method: QualityMethod | str = QualityMethod.NORMALIZED_MARGIN,
     features=None,
-    model: str | None = None,
+    model: str | nn.Module | None = None,
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
     train_options: dict | None = None,
@@ -158,7 +159,8 @@ def label_quality_scores(
         labels: (N,) integer given labels in [0, K).
         pred_probs: (N, K) probabilities (cross-validated, or saved by one run: ``step_probs`` / ``probs_pred``).
             None: give ``features`` and one IVON run is trained on them (:func:`~varsmooth.detect.fit.fit_probs`
-            with ``model``, ``epochs``, ``seed``, ``train_options``) and its ``step_probs`` are scored.
+            with ``model``: a model name or your own ``nn.Module``, ``epochs``, ``seed``, ``train_options``) and its
+            ``step_probs`` are scored.
         method: ``normalized_margin`` (default, chosen by ``benchmarks/label_errors.py``) or ``self_confidence``.
 
     Raises:
@@ -181,7 +183,7 @@ def find_label_issues(
     rank_by: QualityMethod | str = QualityMethod.NORMALIZED_MARGIN,
     threshold: float = 0.5,
     features=None,
-    model: str | None = None,
+    model: str | nn.Module | None = None,
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
     train_options: dict | None = None,

@@ -10,17 +10,20 @@
 
 Nothing has to be chosen: ``method="ivon"`` with the engine's defaults (no validation split, so ess = N and beta2 from
 the Hessian horizon ``1 - 2 / steps``; docs/design.md, "IVON with nothing given"), the model ``mlp`` on flat features
-(standardised per column) or any name of :data:`varsmooth.models.MODELS`. ``train_options`` overrides any
-:class:`~varsmooth.engine.TrainConfig` field (e.g. ``{"ess": "auto", "val_fraction": 0.1}``; examples held out
-for validation are never trained on, so their ``step_probs`` come from ``pred_probs``).
+(standardised per column), any name of :data:`varsmooth.models.MODELS`, or the user's own ``nn.Module``.
+``train_options`` overrides any :class:`~varsmooth.engine.TrainConfig` field (e.g. ``{"ess": "auto",
+"val_fraction": 0.1}``; examples held out for validation are never trained on, so their ``step_probs`` come from
+``pred_probs``).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import LabeledData, LabeledSplit
 from ..engine import TrainConfig, TrainResult, train
@@ -97,7 +100,7 @@ def fit_probs(
     features=None,
     *,
     data: LabeledData | None = None,
-    model: str | None = None,
+    model: str | nn.Module | None = None,
     method: str = "ivon",
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
@@ -112,7 +115,8 @@ def fit_probs(
         labels: (N,) integer labels in [0, K) (ignored when ``data`` is given: its training labels are used).
         features: (N, D) or (N, C, H, W) array, or a Dataset; see :func:`as_labeled_data`.
         data: an already built :class:`LabeledData` instead of ``features``.
-        model: a name of :data:`varsmooth.models.MODELS`; None: ``mlp``.
+        model: a name of :data:`varsmooth.models.MODELS` (None: ``mlp``), or your own ``nn.Module`` mapping
+            (B, *input_shape) to (B, K) logits: a copy of it is trained (it is left unchanged).
         method: ``ivon`` (default) or any engine method (``erm`` gives the plain-training baseline).
         epochs, seed: of the run; ``samples``: posterior draws of ``pred_probs`` (IVON).
         train_options: further :class:`TrainConfig` fields.
@@ -126,12 +130,16 @@ def fit_probs(
         data = as_labeled_data(features, labels)
     if samples < 1:
         raise InputError(f"samples must be >= 1, got {samples}")
+    factory = None
+    if isinstance(model, nn.Module):
+        own = model
+        factory, model = (lambda: copy.deepcopy(own)), None  # a fresh copy for every run (ess "auto" runs several)
     opts = dict(dataset=data.name, model=model or "mlp", method=method, epochs=epochs, seed=seed,
                 progress=progress, test_samples=samples, device=device)  # fmt: skip
     opts.update(train_options or {})
     cfg = TrainConfig.from_dict(opts)
     scorer = EpochScorer(epochs=[], samples=samples, seed=seed)
-    result = train(cfg, None, callbacks=[scorer], data=data)
+    result = train(cfg, None, callbacks=[scorer], data=data, model_factory=factory)
     pool = result.run.pool_index
     if len(pool) != len(data.train) or np.any(pool != np.arange(len(pool))):
         raise InputError("train_options must not select a training subset here (train_subset): every example is scored")

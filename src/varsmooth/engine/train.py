@@ -141,10 +141,12 @@ def train(
     *,
     callbacks: Sequence[Callback] = (),
     data: LabeledData | None = None,
+    model_factory: Callable[[], nn.Module] | None = None,
 ) -> TrainResult:
     """Train one model with one method; write the run folder ``out`` (None: write nothing) and return the result.
 
     ``data``: an already loaded :class:`varsmooth.data.LabeledData` to use instead of loading ``cfg.dataset``.
+    ``model_factory``: called once per run for the model to train (its own initial weights) instead of ``cfg.model``.
     ``callbacks``: callables ``cb(epoch, state: TrainState)`` run after each epoch's evaluation on rank 0 (before
     its checkpoint); a callback with ``on_batch(epoch, pos, out: StepOutput, labels)`` is also called after
     every step with the pool positions ``pos`` (B,) of the step's (local) batch. A callback with ``state_dict()`` /
@@ -161,7 +163,8 @@ def train(
     out = None if out is None else Path(out)
 
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
-        return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn)
+        return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn,
+                          model_factory)
 
     if cfg.method.startswith("ivon") and cfg.ess == "auto":
         return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
@@ -169,7 +172,8 @@ def train(
 
 
 def _train_run(
-    cfg: TrainConfig, out: Path | None, run: RunData, callbacks: Sequence[Callback], record: dict, warn: bool
+    cfg: TrainConfig, out: Path | None, run: RunData, callbacks: Sequence[Callback], record: dict, warn: bool,
+    model_factory: Callable[[], nn.Module] | None = None,
 ) -> TrainResult:
     """One run of the finalized ``cfg`` (numeric ess and beta2) on the prepared ``run``; resumes from ``out``."""
     device = _device(cfg.device)
@@ -195,7 +199,7 @@ def _train_run(
 
     dist = init_from_env(device)
     try:
-        return _train(cfg, out, run, device, dist, saved, callbacks, record, warn)
+        return _train(cfg, out, run, device, dist, saved, callbacks, record, warn, model_factory)
     finally:
         dist.close()
 
@@ -207,14 +211,18 @@ def build(
     *,
     dist: DistContext | None = None,
     generator: torch.Generator | None = None,
+    model_factory: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, Method]:
-    """The model (initial weights from ``cfg.seed``, the same on every rank) and the method of a run; the global
-    random streams are left as they were. ``generator`` drives IVON's weight noise."""
+    """The model (initial weights from ``cfg.seed``, the same on every rank; or ``model_factory()``) and the method
+    of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise."""
     dist = dist or DistContext()
     data = run.data
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
+        if model_factory is not None:
+            model = model_factory()
+        else:
+            model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
     model = model.to(device)
     dist.broadcast_model(model)
     method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
@@ -232,10 +240,11 @@ def _train(
     callbacks: Sequence[Callback],
     record: dict,
     warn: bool,
+    model_factory: Callable[[], nn.Module] | None = None,
 ) -> TrainResult:
     data = run.data
     gens = seed_run(cfg.seed, dist.rank, device)
-    model, method = build(cfg, run, device, dist=dist, generator=gens["noise"])
+    model, method = build(cfg, run, device, dist=dist, generator=gens["noise"], model_factory=model_factory)
     history: list[dict] = []
     start = 0
     if saved is not None:  # resume: weights, optimizer, every random state and the callbacks' states
