@@ -10,6 +10,7 @@ from .api import (
     label_quality_scores,
     num_label_issues,
 )
+from .dynamics import TrainingDynamics
 from .engine import EpochScorer, ScoredRun, score_checkpoint
 from .fit import ProbsFit, as_labeled_data, fit_probs
 from .scores import (
@@ -43,4 +44,5 @@ __all__ = [
     "fit_probs",
     "ProbsFit",
     "as_labeled_data",
+    "TrainingDynamics",
 ]
