@@ -121,13 +121,21 @@ import torch
 
 from varsmooth.data import LabeledData, LabeledSplit, load_dataset
 from varsmooth.data.corruption import corrupt_labels, parse_corruption, transition_matrix
-from varsmooth.detect import EpochScorer, detection_metrics, label_error_scores
+from varsmooth.data.userdata import load_user_data
+from varsmooth.detect import (
+    EpochScorer,
+    TrainingDynamics,
+    as_labeled_data,
+    detection_metrics,
+    find_label_issues,
+    label_error_scores,
+)
 from varsmooth.engine import TrainConfig, train
 from varsmooth.io import atomic_write, write_csv, write_json
 
 PIPELINES = (
-    "ivon-step", "ivon-pred", "ivon-margin", "ivon-noise", "cleanlab-cv", "cleanlab-cv-margin",
-    "cleanlab-insample", "cleanlab-insample-margin", "erm-loss", "erm-step",
+    "ivon-step-margin", "ivon-step", "ivon-pred", "ivon-margin", "ivon-noise", "cleanlab-cv", "cleanlab-cv-margin",
+    "cleanlab-insample", "cleanlab-insample-margin", "erm-loss", "erm-step", "erm-step-margin", "aum", "forgetting",
 )  # fmt: skip
 
 
@@ -200,23 +208,32 @@ def run_ivon(data, args, seed: int, ess_factor: float) -> dict[str, dict]:
     info = {"test_acc": res.metrics.get("test_pred_acc"), "ess_factor": ess_factor}
     free = {"wall_s": wall - scorer.wall, "cpu_s": cpu - scorer.cpu, **info}
     paid = {"wall_s": wall, "cpu_s": cpu, **info}
+    step = scorer.step_probs()
     return {
+        "ivon-step-margin": {"scores": label_error_scores(labels, None, step, method="margin"),
+                             "issues": find_label_issues(labels, step), **free},
         "ivon-step": {"scores": scorer.step_scores(), **free},
         "ivon-pred": {"scores": label_error_scores(labels, acc.probs_mean, acc.probs_pred), **paid},
-        "ivon-margin": {"scores": label_error_scores(labels, None, acc.probs_pred, method="margin"), **paid},
+        "ivon-margin": {"scores": label_error_scores(labels, None, acc.probs_pred, method="margin"),
+                        "issues": find_label_issues(labels, acc.probs_pred), **paid},
         "ivon-noise": {"scores": acc.scores("noise"), **paid},
-    }
+    }  # fmt: skip
 
 
 def run_erm(data, args, seed: int) -> dict[str, dict]:
     n = len(data.train)
     clock = Clock()
-    final, dyn = FinalLoss(n, args.epochs), EpochScorer(epochs=[], samples=1)
-    res = train(_cfg(args, "erm", seed, save_train_predictions=True), None, callbacks=[final, dyn], data=data)
+    final, dyn, tdyn = FinalLoss(n, args.epochs), EpochScorer(epochs=[], samples=1), TrainingDynamics(n)
+    res = train(_cfg(args, "erm", seed, save_train_predictions=True), None, callbacks=[final, dyn, tdyn], data=data)
     wall, cpu = clock.read()
     labels = data.train.labels.numpy()
     info = {"wall_s": wall, "cpu_s": cpu, "test_acc": res.metrics.get("test_acc")}
-    out = {"erm-loss": {"scores": final.loss, **info}, "erm-step": {"scores": dyn.step_scores(), **info}}
+    step = dyn.step_probs()
+    out = {"erm-loss": {"scores": final.loss, **info}, "erm-step": {"scores": dyn.step_scores(), **info},
+           "erm-step-margin": {"scores": label_error_scores(labels, None, step, method="margin"),
+                               "issues": find_label_issues(labels, step), **info},
+           "aum": {"scores": tdyn.aum_scores(), **info}, "forgetting": {"scores": tdyn.forgetting_scores(), **info}}
+    # fmt: skip
     clock = Clock()
     scores, margin, issues = cleanlab_scores(labels, res.train_probs.astype(np.float64))
     w, c = clock.read()
@@ -305,36 +322,36 @@ def one_setting(base, subset, clean, noise: str, seed: int, args, ess_factor: fl
 
 
 def summarise(rows: list[dict], metrics=("auroc", "average_precision", "precision_at_k", "wall_s", "cpu_s")):
-    cv = {(r["noise"], r["seed"]): r for r in rows if r["pipeline"] == "cleanlab-cv"}
-    for r in rows:  # time relative to cleanlab-cv on the same noise and seed
-        ref = cv.get((r["noise"], r["seed"]))
+    cv = {(r.get("dataset"), r["noise"], r["seed"]): r for r in rows if r["pipeline"] == "cleanlab-cv"}
+    for r in rows:  # time relative to cleanlab-cv on the same dataset, noise and seed
+        ref = cv.get((r.get("dataset"), r["noise"], r["seed"]))
         r["wall_vs_cv"] = r["wall_s"] / ref["wall_s"] if ref else float("nan")
         r["cpu_vs_cv"] = r["cpu_s"] / ref["cpu_s"] if ref else float("nan")
-    metrics = (*metrics, "wall_vs_cv", "cpu_vs_cv")
+    metrics = (*metrics, "wall_vs_cv", "cpu_vs_cv", "issues_precision", "issues_recall")
     table = []
-    for noise in dict.fromkeys(r["noise"] for r in rows):
-        for name in dict.fromkeys(r["pipeline"] for r in rows):
-            sel = [r for r in rows if r["noise"] == noise and r["pipeline"] == name]
-            if not sel:
-                continue
-            out = {"noise": noise, "pipeline": name, "seeds": len(sel)}
-            for m in metrics:
-                v = np.array([float(r[m]) for r in sel])
-                out[f"{m}_mean"], out[f"{m}_median"] = float(v.mean()), float(np.median(v))
-                out[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-            table.append(out)
+    keys = dict.fromkeys((r.get("dataset"), r["noise"], r["pipeline"]) for r in rows)
+    for dataset, noise, name in keys:
+        sel = [r for r in rows if (r.get("dataset"), r["noise"], r["pipeline"]) == (dataset, noise, name)]
+        out = {"dataset": dataset, "noise": noise, "pipeline": name, "seeds": len(sel)}
+        for m in metrics:
+            v = np.array([float(r.get(m, np.nan)) for r in sel])
+            out[f"{m}_mean"], out[f"{m}_median"] = float(v.mean()), float(np.median(v))
+            out[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        table.append(out)
     return table
 
 
 def markdown(table: list[dict]) -> str:
     """Metrics as mean ± std over seeds; times and time ratios (to cleanlab-cv, same seed) as medians."""
-    head = "| noise | pipeline | AUROC | AP | P@k | wall s | CPU s | wall / cv | CPU / cv |\n"
+    head = "| dataset | noise | pipeline | AUROC | AP | P@k | flagged: precision / recall | wall s | wall / cv |\n"
     head += "|---" * 9 + "|\n"
     lines = [
-        f"| {t['noise']} | {t['pipeline']} | {t['auroc_mean']:.4f} ± {t['auroc_std']:.4f} | "
+        f"| {t['dataset']} | {t['noise']} | {t['pipeline']} | {t['auroc_mean']:.4f} ± {t['auroc_std']:.4f} | "
         f"{t['average_precision_mean']:.4f} ± {t['average_precision_std']:.4f} | "
-        f"{t['precision_at_k_mean']:.4f} ± {t['precision_at_k_std']:.4f} | {t['wall_s_median']:.1f} | "
-        f"{t['cpu_s_median']:.1f} | {t['wall_vs_cv_median']:.2f} | {t['cpu_vs_cv_median']:.2f} |"
+        f"{t['precision_at_k_mean']:.4f} | " + (
+            f"{t['issues_precision_mean']:.3f} / {t['issues_recall_mean']:.3f}"
+            if np.isfinite(t["issues_precision_mean"]) else "-"
+        ) + f" | {t['wall_s_median']:.1f} | {t['wall_vs_cv_median']:.2f} |"
         for t in table
     ]
     return head + "\n".join(lines) + "\n"
@@ -343,7 +360,10 @@ def markdown(table: list[dict]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder (default: bundled mnist-subset)")
-    p.add_argument("--dataset", default=None, help="default: mnist with --data-dir, else mnist-subset")
+    p.add_argument("--dataset", nargs="+", default=None,
+                   help="datasets, one table: names (mnist needs --data-dir), .npz files (X, y) or synthetic-features "
+                   "(sklearn's make_classification through the .npz path); default: mnist with --data-dir, else "
+                   "mnist-subset")
     p.add_argument("--train-subset", type=int, default=10000, help="training examples used (random, fixed)")
     p.add_argument("--test-subset", type=int, default=1000, help="test examples for the accuracy diagnostic")
     p.add_argument("--corruption", nargs="+", default=["symmetric:0.2", "pairflip:0.2"])
@@ -371,7 +391,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/bench-label-errors")
     args = p.parse_args(argv)
     if args.dataset is None:
-        args.dataset = "mnist" if args.data_dir else "mnist-subset"
+        args.dataset = ["mnist" if args.data_dir else "mnist-subset"]
     if args.ivon_epochs is None:
         args.ivon_epochs = args.epochs
     args.cv_epochs = list(dict.fromkeys([args.epochs, *args.cv_epochs]))  # the reference CV always runs
@@ -380,44 +400,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def load_base(name: str, args, out: Path) -> LabeledData:
+    """A registered dataset, an .npz file (features-only, through the ``varsmooth suspects --data`` loader), or
+    ``synthetic-features``: sklearn's ``make_classification`` written to ``out/synthetic_features.npz`` and read
+    back through that same loader."""
+    if name == "synthetic-features":
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(n_samples=5000, n_features=32, n_informative=16, n_redundant=8, n_classes=10,
+                                   n_clusters_per_class=1, class_sep=2.0, random_state=0)  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        name = str(out / "synthetic_features.npz")
+        np.savez(name, X=x.astype(np.float32), y=y)
+    if name.endswith(".npz"):
+        user = load_user_data(name)
+        data = as_labeled_data(user.features, user.labels, num_classes=len(user.class_names), name=Path(name).stem)
+        return data
+    return load_dataset(name, args.data_dir if name == "mnist" else None)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    base = load_dataset(args.dataset, args.data_dir)
-    rng = np.random.default_rng(12345)  # the training subset is fixed across seeds and noise settings
-    n_all = len(base.train)
-    subset = np.sort(rng.choice(n_all, size=min(args.train_subset, n_all), replace=False))
-    test_idx = np.sort(rng.choice(len(base.test), size=min(args.test_subset, len(base.test)), replace=False))
-    base.test = base.test.subset(test_idx)
-    clean = base.train.labels.numpy()[subset]
-    print(f"{args.dataset}: {len(subset)} training examples, model {args.model}, {args.epochs} epochs "
-          f"(IVON {args.ivon_epochs}, CV {args.cv_epochs}), threads {torch.get_num_threads()}", flush=True)  # fmt: skip
-
-    ess_factor, calibration = args.ess_factor, []
-    if args.calibrate:
-        for factor in args.ess_grid:
-            for noise in args.corruption:
-                seed = args.calibration_seed
-                rows = one_setting(base, subset, clean, noise, seed, args, factor, ["ivon-step", "ivon-pred"])
-                calibration += [{**r, "ess_factor": factor} for r in rows]
-        mean_ap = {f: float(np.mean([r["average_precision"] for r in calibration if r["ess_factor"] == f]))
-                   for f in args.ess_grid}  # fmt: skip
-        ess_factor = max(args.ess_grid, key=lambda f: (mean_ap[f], f))
-        print(f"calibration (seed {args.calibration_seed}): mean AP by ess factor {mean_ap} -> {ess_factor}")
-        write_csv(out / "calibration.csv", calibration)
-
     rows = []
-    for seed in args.seeds:
-        for noise in args.corruption:
-            rows += one_setting(base, subset, clean, noise, seed, args, ess_factor, args.pipelines)
-            write_csv(out / "results.csv", rows)
+    for dataset in args.dataset:
+        base = load_base(dataset, args, out)
+        rng = np.random.default_rng(12345)  # the training subset is fixed across seeds and noise settings
+        n_all = len(base.train)
+        subset = np.sort(rng.choice(n_all, size=min(args.train_subset, n_all), replace=False))
+        test_idx = np.sort(rng.choice(len(base.test), size=min(args.test_subset, len(base.test)), replace=False))
+        base.test = base.test.subset(test_idx)
+        clean = base.train.labels.numpy()[subset]
+        print(f"{dataset}: {len(subset)} training examples, model {args.model}, {args.epochs} epochs "
+              f"(IVON {args.ivon_epochs}, CV {args.cv_epochs}), threads {torch.get_num_threads()}",
+              flush=True)  # fmt: skip
+
+        ess_factor, calibration = args.ess_factor, []
+        if args.calibrate:
+            for factor in args.ess_grid:
+                for noise in args.corruption:
+                    seed = args.calibration_seed
+                    rows_c = one_setting(base, subset, clean, noise, seed, args, factor, ["ivon-step", "ivon-pred"])
+                    calibration += [{**r, "ess_factor": factor} for r in rows_c]
+            mean_ap = {f: float(np.mean([r["average_precision"] for r in calibration if r["ess_factor"] == f]))
+                       for f in args.ess_grid}  # fmt: skip
+            ess_factor = max(args.ess_grid, key=lambda f: (mean_ap[f], f))
+            print(f"calibration (seed {args.calibration_seed}): mean AP by ess factor {mean_ap} -> {ess_factor}")
+            write_csv(out / "calibration.csv", calibration)
+
+        name = Path(dataset).stem if dataset.endswith(".npz") else dataset
+        for seed in args.seeds:
+            for noise in args.corruption:
+                new = one_setting(base, subset, clean, noise, seed, args, ess_factor, args.pipelines)
+                rows += [{"dataset": name, **r} for r in new]
+                write_csv(out / "results.csv", rows)
     table = summarise(rows)
     write_csv(out / "table.csv", table)
     md = markdown(table)
     atomic_write(out / "table.md", md)
-    write_json(out / "settings.json", {**vars(args), "ess_factor_used": ess_factor, "command": sys.argv})
+    write_json(out / "settings.json", {**vars(args), "command": sys.argv})
     print(md)
     return 0
 
