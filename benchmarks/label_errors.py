@@ -274,9 +274,11 @@ def _cfg(args, method: str, seed: int, **kw) -> TrainConfig:
     opts = dict(dataset="bench", model=args.model, method=method, seed=seed,
                 epochs=args.ivon_epochs if method == "ivon" else args.epochs,
                 batch_size=args.batch_size, progress=False, save_train_predictions=False,
-                eval_batch_size=1024, device=args.device)  # fmt: skip
+                eval_batch_size=1024, device=args.device, eval_every=args.eval_every or 10**6)  # fmt: skip
     if method == "ivon":
         opts.update(hess_init=args.hess_init, lr=args.ivon_lr)
+    if args.weight_decay is not None:  # every method (the memorization regime: 1e-5)
+        opts.update(weight_decay=args.weight_decay)
     opts.update(kw)
     return TrainConfig(**opts)
 
@@ -376,7 +378,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run cleanlab-cv with its K ERM trainings shortened to these epochs "
                    "(reported as cleanlab-cv@Eep; time ratios stay relative to cleanlab-cv at --epochs)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--weight-decay", type=float, default=None, help="every method's (default: each method's own)")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="test-set diagnostics every k-th epoch (and the last); 0: the last only")
     p.add_argument("--ess-factor", type=float, default=1.0, help="IVON ess = factor * N (no --calibrate)")
     p.add_argument("--ess-grid", type=float, nargs="+", default=[16.0, 4.0, 1.0, 0.25, 0.05])
     p.add_argument("--calibrate", action="store_true", help="choose the ess factor on --calibration-seed")

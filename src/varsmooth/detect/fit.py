@@ -134,7 +134,8 @@ def fit_probs(
     if isinstance(model, nn.Module):
         own = model
         factory, model = (lambda: copy.deepcopy(own)), None  # a fresh copy for every run (ess "auto" runs several)
-    opts = dict(dataset=data.name, model=model or "mlp", method=method, epochs=epochs, seed=seed,
+    # the engine's evaluation split is a diagnostic here: evaluate it once, after the last epoch
+    opts = dict(dataset=data.name, model=model or "mlp", method=method, epochs=epochs, seed=seed, eval_every=epochs,
                 progress=progress, test_samples=samples, device=device)  # fmt: skip
     opts.update(train_options or {})
     cfg = TrainConfig.from_dict(opts)
