@@ -359,6 +359,28 @@ def markdown(table: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+COMPARE = ("ivon-step-margin", "cleanlab-cv", "cleanlab-insample-margin", "erm-step-margin", "aum", "forgetting")
+
+
+def compare_markdown(table: list[dict], pipelines=COMPARE) -> str:
+    """One row per dataset and noise: AUROC / AP (means over seeds) of ``pipelines`` side by side; the best AP in
+    bold; then the median wall-time ratio to cleanlab-cv of each pipeline over all settings."""
+    cell = {(t["dataset"], t["noise"], t["pipeline"]): t for t in table}
+    names = [p for p in pipelines if any(t["pipeline"] == p for t in table)]
+    head = "| dataset | noise | " + " | ".join(names) + " |\n" + "|---" * (2 + len(names)) + "|\n"
+    lines = []
+    for dataset, noise in dict.fromkeys((t["dataset"], t["noise"]) for t in table):
+        got = [cell.get((dataset, noise, p)) for p in names]
+        best = max((t["average_precision_mean"] for t in got if t), default=np.nan)
+        cells = ["-" if t is None else (f"{t['auroc_mean']:.4f} / " + (
+            f"**{t['average_precision_mean']:.4f}**" if t["average_precision_mean"] == best
+            else f"{t['average_precision_mean']:.4f}")) for t in got]  # fmt: skip
+        lines.append(f"| {dataset} | {noise} | " + " | ".join(cells) + " |")
+    ratio = [np.nanmedian([t["wall_vs_cv_median"] for t in table if t["pipeline"] == p]) for p in names]
+    lines.append("| time / cleanlab-cv | (median) | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder (default: bundled mnist-subset)")
@@ -465,6 +487,7 @@ def main(argv=None) -> int:
     write_csv(out / "table.csv", table)
     md = markdown(table)
     atomic_write(out / "table.md", md)
+    atomic_write(out / "compare.md", compare_markdown(table))
     write_json(out / "settings.json", {**vars(args), "command": sys.argv})
     print(md)
     return 0
