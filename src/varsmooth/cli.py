@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("varsmooth.commands.run", "run an experiment (a paper figure); with no argument, the default demo"),
     "list": ("varsmooth.commands.listing", "list every experiment and its presets"),
     "train": ("varsmooth.commands.train", "train one model with one method on one (possibly noisy) dataset"),
-    "suspects": ("varsmooth.commands.suspects", "score every training example of an IVON checkpoint: suspects, ranked"),
+    "suspects": ("varsmooth.commands.suspects", "rank label errors: an IVON checkpoint's examples, or your own data"),
     "report": ("varsmooth.commands.report", "write one self-contained report.html for a results folder"),
 }
 

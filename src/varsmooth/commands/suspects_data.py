@@ -2,7 +2,8 @@
 
 Reads the data (:func:`varsmooth.data.userdata.load_user_data`: ``.npz``, ``.npy`` + ``--labels``, ``.csv`` with
 ``--label-column``, or an image folder), trains one IVON run on every example (an MLP on features, standardised per
-column; a small CNN, ``cnn3``, on images; :func:`varsmooth.detect.fit_probs`), scores each example from the
+column; a small CNN, ``cnn3``, on images; :func:`varsmooth.detect.fit_probs`; ``--ess auto`` chooses IVON's ess on a
+10% noisy validation split), scores each example from the
 probabilities its training steps computed (``step_probs``) and writes into ``DIR``:
 
 - ``suspects.csv``: every example, most suspect first: ``rank, index`` (row of the data; for images also ``file``),
@@ -45,6 +46,15 @@ def main_data(args: argparse.Namespace) -> int:
             raise InputError(f"--{name} must be >= 1, got {value}")
     if args.top < 0:
         raise InputError(f"--top must be >= 0, got {args.top}")
+    train_options = {}
+    if args.ess is not None:
+        if args.ess == "auto":
+            train_options = {"ess": "auto", "val_fraction": 0.1}
+        else:
+            try:
+                train_options = {"ess": float(args.ess)}
+            except ValueError:
+                raise InputError(f"--ess {args.ess!r} is invalid; give a positive number or 'auto'") from None
     user = load_user_data(args.data, labels=args.labels, label_column=args.label_column, image_size=args.image_size)
     data = as_labeled_data(user.features, user.labels, num_classes=len(user.class_names), class_names=user.class_names)
     model = args.model or ("cnn3" if user.is_image else "mlp")
@@ -52,7 +62,7 @@ def main_data(args: argparse.Namespace) -> int:
     sys.stderr.write(f"varsmooth: {args.data}: {n} examples, {k} classes; training one IVON run ({model}, "
                      f"{epochs} epochs)\n")  # fmt: skip
     fit = fit_probs(user.labels, data=data, model=model, epochs=epochs, seed=args.seed, samples=samples,
-                    progress=True, device=args.device)  # fmt: skip
+                    train_options=train_options, progress=True, device=args.device)  # fmt: skip
     quality = label_quality_scores(fit.labels, fit.step_probs, method=_QUALITY[method])
     flagged = find_label_issues(fit.labels, fit.step_probs, rank_by=_QUALITY[method])
     rows = _rows(user, fit.step_probs, quality, flagged, rank_suspects(-quality))
