@@ -62,7 +62,7 @@ def main_data(args: argparse.Namespace) -> int:
     sys.stderr.write(f"varsmooth: {args.data}: {n} examples, {k} classes; training one IVON run ({model}, "
                      f"{epochs} epochs)\n")  # fmt: skip
     fit = fit_probs(user.labels, data=data, model=model, epochs=epochs, seed=args.seed, samples=samples,
-                    train_options=train_options, progress=True, device=args.device)  # fmt: skip
+                    predictive=False, train_options=train_options, progress=True, device=args.device)  # fmt: skip
     quality = label_quality_scores(fit.labels, fit.step_probs, method=_QUALITY[method])
     flagged = find_label_issues(fit.labels, fit.step_probs, rank_by=_QUALITY[method])
     rows = _rows(user, fit.step_probs, quality, flagged, rank_suspects(-quality))

@@ -243,7 +243,8 @@ def _resolve(labels, pred_probs, features, model, epochs, seed, train_options) -
     if pred_probs is None:
         if features is None:
             raise InputError("give pred_probs (N, K), or features (N, ...) to train one IVON run on")
-        fit = fit_probs(labels, features, model=model, epochs=epochs, seed=seed, train_options=train_options)
+        fit = fit_probs(labels, features, model=model, epochs=epochs, seed=seed, predictive=False,
+                        train_options=train_options)  # fmt: skip
         pred_probs = fit.step_probs
     y = _labels(labels)
     label_error_scores(y, None, pred_probs)  # the one validation of labels vs probabilities (shapes, range, sums)

@@ -42,7 +42,7 @@ class ProbsFit:
 
     labels: np.ndarray  # (N,) int64 labels trained on
     step_probs: np.ndarray  # (N, K) mean softmax of the training steps
-    pred_probs: np.ndarray  # (N, K) posterior predictive after training (softmax at the weights for ERM)
+    pred_probs: np.ndarray | None  # (N, K) posterior predictive after training (ERM: softmax); None if not asked
     config: TrainConfig  # the resolved config of the run
     result: TrainResult  # the engine's result (model, optimizer, history)
 
@@ -105,6 +105,7 @@ def fit_probs(
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
     samples: int = 8,
+    predictive: bool = True,
     train_options: dict | None = None,
     progress: bool = False,
     device: str = "auto",
@@ -119,10 +120,12 @@ def fit_probs(
             (B, *input_shape) to (B, K) logits: a copy of it is trained (it is left unchanged).
         method: ``ivon`` (default) or any engine method (``erm`` gives the plain-training baseline).
         epochs, seed: of the run; ``samples``: posterior draws of ``pred_probs`` (IVON).
+        predictive: compute ``pred_probs`` (``samples`` passes over the data after training); False: None, unless
+            a validation split needs them (its examples are never trained on).
         train_options: further :class:`TrainConfig` fields.
 
     Returns:
-        :class:`ProbsFit` with ``step_probs`` and ``pred_probs`` of shape (N, K).
+        :class:`ProbsFit` with ``step_probs`` and ``pred_probs`` of shape (N, K) (``pred_probs`` may be None).
     """
     if data is None:
         if features is None:
@@ -138,17 +141,19 @@ def fit_probs(
     opts = dict(dataset=data.name, model=model or "mlp", method=method, epochs=epochs, seed=seed, eval_every=epochs,
                 progress=progress, test_samples=samples, device=device)  # fmt: skip
     opts.update(train_options or {})
+    if opts.get("train_subset") is not None:
+        raise InputError("train_options must not set train_subset here: every example is scored")
+    opts["save_train_predictions"] = bool(predictive or opts.get("val_fraction", 0.0) > 0)
     cfg = TrainConfig.from_dict(opts)
     scorer = EpochScorer(epochs=[], samples=samples, seed=seed)
     result = train(cfg, None, callbacks=[scorer], data=data, model_factory=factory)
-    pool = result.run.pool_index
-    if len(pool) != len(data.train) or np.any(pool != np.arange(len(pool))):
-        raise InputError("train_options must not select a training subset here (train_subset): every example is scored")
     pred = result.train_probs_pred if result.train_probs_pred is not None else result.train_probs
+    pred = None if pred is None else np.asarray(pred, dtype=np.float64)
     step = scorer.step_probs()
-    full = np.full(pred.shape, np.nan)
+    full = np.full((len(result.run.labels), step.shape[1]), np.nan)
     full[: len(step)] = step
     never = np.isnan(full).any(axis=1)
-    full[never] = pred[never]  # held-out validation examples: their out-of-sample predictive
-    return ProbsFit(result.run.labels, full, np.asarray(pred, dtype=np.float64), result.config, result)
+    if never.any():
+        full[never] = pred[never]  # held-out validation examples: their out-of-sample predictive
+    return ProbsFit(result.run.labels, full, pred, result.config, result)
 
