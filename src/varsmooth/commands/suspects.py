@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=64, help="images in the suspects grid (default: 64; 0: none)")
     p.add_argument("--method", default=None,
                    help=f"rank by: {methods} (default: predictive; --data: margin or predictive, default margin)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the posterior samples (--data: also of the training run)")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--out", required=True, help="output folder")
