@@ -157,3 +157,20 @@ def test_cli_ess_auto_scores_every_example(digits_flips, tmp_path):
     assert sorted(int(r["index"]) for r in rows) == list(range(300))  # validation examples are scored too
     cfg = read_json(tmp_path / "o" / "summary.json")["config"]
     assert cfg["val_fraction"] == 0.1 and isinstance(cfg["ess"], float)
+
+
+def test_cli_image_folder_writes_the_grid(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    args = build_parser("suspects").parse_args(["suspects", "--data", str(tmp_path / "imgs"), "--epochs", "1",
+                                                "--top", "4", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert suspects_cmd.main(args) == 0
+    rows = read_csv(tmp_path / "o" / "suspects.csv")
+    assert len(rows) == 12 and {r["given_name"] for r in rows} == {"cat", "dog"}
+    assert all(r["file"].endswith(".png") for r in rows)
+    assert (tmp_path / "o" / "suspects.png").stat().st_size > 0
