@@ -67,7 +67,9 @@ def test_mask_and_ranked_indices_agree():
     [
         (dict(pred_probs=None), "give pred_probs"),
         (dict(pred_probs=np.full((3, 2), 0.5), features=np.zeros((3, 2))), "not both"),
-        (dict(pred_probs=np.full((4, 2), 0.5)), "rows"),
+        (dict(pred_probs=np.full((4, 2), 0.5)), "shape"),
+        (dict(pred_probs=np.array([[0.5, 0.5], [0.9, 0.3], [0.5, 0.5]])), "sum to 1"),
+        (dict(pred_probs=np.array([[1.0, 0.0, 0.0]] * 3)[:, :1]), "K >= 2"),
         (dict(pred_probs=np.full((3, 2), 0.5), filter_by="prune"), "unknown filter_by"),
         (dict(pred_probs=np.full((3, 2), 0.5), rank_by="entropy"), "unknown quality method"),
         (dict(pred_probs=np.full((3, 2), 0.5), threshold=0.0), "threshold"),
@@ -76,6 +78,11 @@ def test_mask_and_ranked_indices_agree():
 def test_bad_input(kw, match):
     with pytest.raises(InputError, match=match):
         find_label_issues(np.array([0, 1, 1]), **kw)
+
+
+def test_labels_out_of_range_for_the_count():
+    with pytest.raises(InputError, match="out of range"):
+        confident_joint(np.array([0, 1, 2]), np.full((3, 2), 0.5))
 
 
 @pytest.fixture(scope="module")

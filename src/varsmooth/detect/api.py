@@ -112,8 +112,7 @@ def confident_joint(labels, pred_probs, *, calibrate: bool = True) -> np.ndarray
     number of examples given that label and rounded to integers keeping the row totals (so ``C.sum() == N``).
     The same matrix as ``cleanlab.count.compute_confident_joint(labels, pred_probs, calibrate=calibrate)``.
     """
-    y = _labels(labels)
-    p = _probs(pred_probs, len(y))
+    y, p = _checked(labels, pred_probs)
     k = p.shape[1]
     counts = np.bincount(y, minlength=k)
     sums = np.bincount(y, weights=p[np.arange(len(y)), y], minlength=k)
@@ -229,11 +228,15 @@ def _labels(labels) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _probs(pred_probs, n: int) -> np.ndarray:
+def _checked(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (N,) int64 and probabilities (N, K) checked (shapes, label range, finite rows summing to 1) and
+    renormalised."""
+    y = _labels(labels)
     p = np.asarray(pred_probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != n:
-        raise InputError(f"pred_probs must have shape (N, K) with N = {n} labels, got shape {p.shape}")
-    return p
+    if p.ndim != 2 or p.shape[0] != len(y):
+        raise InputError(f"pred_probs must have shape (N, K) with N = {len(y)} labels, got shape {p.shape}")
+    label_error_scores(y, None, p)  # the one validation of labels against probabilities
+    return y, p / p.sum(axis=1, keepdims=True)
 
 
 def _resolve(labels, pred_probs, features, model, epochs, seed, train_options) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +249,4 @@ def _resolve(labels, pred_probs, features, model, epochs, seed, train_options) -
         fit = fit_probs(labels, features, model=model, epochs=epochs, seed=seed, predictive=False,
                         train_options=train_options)  # fmt: skip
         pred_probs = fit.step_probs
-    y = _labels(labels)
-    label_error_scores(y, None, pred_probs)  # the one validation of labels vs probabilities (shapes, range, sums)
-    p = _probs(pred_probs, len(y))
-    return y, p / p.sum(axis=1, keepdims=True)
+    return _checked(labels, pred_probs)
