@@ -152,18 +152,22 @@ def test_own_torch_model_is_trained_as_a_copy(digits_flips):
     assert find_label_issues(noisy[:300], features=x[:300], model=net, epochs=2).shape == (300,)
 
 
-def test_cli_ess_auto_scores_every_example(digits_flips, tmp_path):
+@pytest.mark.parametrize("ess", ["auto", "16N"])
+def test_cli_ess_scores_every_example(digits_flips, tmp_path, ess):
     from varsmooth.io import read_json
 
     x, _, noisy = digits_flips
     np.savez(tmp_path / "d.npz", features=x[:300], labels=noisy[:300])
-    args = build_parser("suspects").parse_args(["suspects", "--data", str(tmp_path / "d.npz"), "--ess", "auto",
+    args = build_parser("suspects").parse_args(["suspects", "--data", str(tmp_path / "d.npz"), "--ess", ess,
                                                 "--epochs", "2", "--out", str(tmp_path / "o")])  # fmt: skip
     assert suspects_cmd.main(args) == 0
     rows = read_csv(tmp_path / "o" / "suspects.csv")
     assert sorted(int(r["index"]) for r in rows) == list(range(300))  # validation examples are scored too
     cfg = read_json(tmp_path / "o" / "summary.json")["config"]
-    assert cfg["val_fraction"] == 0.1 and isinstance(cfg["ess"], float)
+    if ess == "auto":
+        assert cfg["val_fraction"] == 0.1 and isinstance(cfg["ess"], float)
+    else:
+        assert cfg["val_fraction"] == 0.0 and cfg["ess"] == 16 * 300
 
 
 def test_cli_image_folder_writes_the_grid(tmp_path):

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default="label", help="--data .csv: the label column (default: label)")
     p.add_argument("--model", default=None, help="--data: the model (default: mlp on features, cnn3 on images)")
     p.add_argument("--epochs", type=int, default=None, help="--data: epochs of the IVON run (default: 10)")
-    p.add_argument("--ess", default=None, help="--data: IVON's ess, a number or 'auto' (chosen on a 10%% noisy "
-                   "validation split, whose examples are scored out-of-sample); default: N")
+    p.add_argument("--ess", default=None, help="--data: IVON's ess: a number, a factor of N (16N), or 'auto' (chosen "
+                   "on a 10%% noisy validation split, whose examples are scored out-of-sample); default: N")
     p.add_argument("--image-size", type=int, default=None, help="--data images: resize to this side (default: "
                    "the first image's size)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files (default: the run's)")

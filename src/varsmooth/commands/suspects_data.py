@@ -48,13 +48,17 @@ def main_data(args: argparse.Namespace) -> int:
         raise InputError(f"--top must be >= 0, got {args.top}")
     train_options = {}
     if args.ess is not None:
-        if args.ess == "auto":
-            train_options = {"ess": "auto", "val_fraction": 0.1}
-        else:
-            try:
-                train_options = {"ess": float(args.ess)}
-            except ValueError:
-                raise InputError(f"--ess {args.ess!r} is invalid; give a positive number or 'auto'") from None
+        text = str(args.ess).strip()
+        try:
+            if text == "auto":
+                train_options = {"ess": "auto", "val_fraction": 0.1}
+            elif text.endswith("N"):  # a factor of the number of examples, e.g. 16N
+                train_options = {"ess_factor": float(text[:-1] or 1)}
+            else:
+                train_options = {"ess": float(text)}
+        except ValueError:
+            raise InputError(f"--ess {args.ess!r} is invalid; give a positive number, a factor of N (16N) or 'auto'"
+                             ) from None
     user = load_user_data(args.data, labels=args.labels, label_column=args.label_column, image_size=args.image_size)
     data = as_labeled_data(user.features, user.labels, num_classes=len(user.class_names), class_names=user.class_names)
     model = args.model or ("cnn3" if user.is_image else "mlp")
