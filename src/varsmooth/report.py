@@ -253,6 +253,11 @@ def _load(s: Section) -> None:
     s.title = s.title or s.rel or s.path.name
 
 
+def experiment_sections(out_dir: str | os.PathLike) -> list[Section]:
+    """The experiment folders under ``out_dir`` (``out_dir`` included), each loaded, in the paper's order."""
+    return _paper_order(_scan(Path(out_dir).expanduser()))
+
+
 def _paper_order(sections: list[Section]) -> list[Section]:
     """The output folder first, then experiments in the paper's order (recorded in their config.json), then the
     rest by path."""

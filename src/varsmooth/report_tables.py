@@ -124,7 +124,7 @@ def pivot_tables(table: Sequence[Mapping[str, Any]]) -> list[Pivot]:
 
 def pivot_markdown(pivot: Pivot) -> str:
     """A pivot as a Markdown table with the best cell of each row in ``**bold**``."""
-    head = ["| " + " | ".join(pivot.columns) + " |", "|" + "|".join(" --- |" for _ in pivot.columns)]
+    head = ["| " + " | ".join(pivot.columns) + " |", "| " + " | ".join("---" for _ in pivot.columns) + " |"]
     body = [
         "| " + " | ".join(f"**{r.get(c, '')}**" if c in bold else r.get(c, "") for c in pivot.columns) + " |"
         for r, bold in zip(pivot.rows, pivot.bold, strict=True)
