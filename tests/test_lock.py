@@ -108,3 +108,17 @@ def test_orphaned_temporary_files_are_removed_except_where_another_process_holds
         pass
     assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == [".checkpoint.pt.abc.tmp", "keep.tmp"]
 
+
+
+def test_varsmooth_train_on_a_held_folder_is_one_line_exit_2(other_process, capsys):
+    from varsmooth import cli
+
+    folder, proc = other_process
+    before = sorted(p.name for p in folder.iterdir())
+    argv = ["train", "--dataset", "digits", "--model", "logreg", "--epochs", "1", "--no-progress", "--device", "cpu",
+            "--out", str(folder)]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"varsmooth: error: run folder {str(folder)!r} is in use"), err
+    assert f"pid {proc.pid}" in err[0]
+    assert sorted(p.name for p in folder.iterdir()) == before == [".lock"]  # nothing written
