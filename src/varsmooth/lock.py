@@ -94,11 +94,18 @@ def is_held(folder: str | os.PathLike, *, name: str = LOCK_NAME) -> bool:
     return False
 
 
+def _held_or_unknown(folder: Path, name: str) -> bool:
+    try:
+        return is_held(folder, name=name)
+    except OSError:  # a lock file this process may not open: leave that folder alone
+        return True
+
+
 def _clean_orphans(folder: Path, name: str) -> None:
     """Remove ``.*.tmp`` files left by killed writers in ``folder`` and in sub-folders no other process holds."""
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not is_held(here / d, name=name)]
+        dirnames[:] = [d for d in dirnames if not _held_or_unknown(here / d, name)]
         for f in filenames:
             if f.startswith(".") and f.endswith(".tmp"):
                 with contextlib.suppress(FileNotFoundError):
