@@ -5,9 +5,10 @@ start time -- into it. A second process gets :class:`~varsmooth.errors.InputErro
 holder. The kernel releases a flock when its process dies, however it dies (``kill -9`` included), so a lock left
 by a killed process is simply free: the next process takes it and overwrites the stale holder line; no pid file is
 ever trusted. Within one process the lock is reentrant (a sweep holds its folder while the engine takes the same
-folder again). Only ``.lock`` files are locked; they are never deleted while they may be in use (a folder the lock
-itself created and that is still empty at release is removed again), and a lock taken on a file that was replaced
-meanwhile is retried, so two processes can never both hold one folder.
+folder again). A lock file is removed only by its holder while it still holds it (one this call made, when the
+block raised bad input or wrote nothing), and a lock taken on a file that was removed or replaced meanwhile is
+retried, so two processes can never both hold one folder. POSIX only (``fcntl``); on a network file system the
+lock is as good as the mount's ``flock``.
 
 While it holds a folder, a process also removes the temporary files that a killed writer left there
 (``.NAME.*.tmp`` of :func:`varsmooth.io.atomic_open`), in the folder and in sub-folders that no other process holds.
