@@ -348,3 +348,15 @@ def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, 
     cells = " | ".join(f"**{row[m]}**" if m in bold else row[m] for m in methods)
     assert f"| {row['corruption']} | {row['protocol']} | {cells} |" in md
     assert md.index("**test accuracy**") < md.index("**test NLL**") < md.index("| method | alpha | noise |")
+
+
+def test_report_shows_the_failed_runs(tmp_path):
+    failures = [{"name": "sam_rho1e+30_s1", "reason": "TrainingDiverged: loss = nan", "last_good_epoch": 3,
+                 "attempts": 2}]  # fmt: skip
+    write_json(tmp_path / "summary.json", {"experiment": "noisy-accuracy", "runs_failed": 1, "runs_total": 12,
+                                           "failures": failures})  # fmt: skip
+    page = write_report(tmp_path).read_text()
+    assert "Failed runs" in page and "1 of 12 runs failed" in page
+    row = re.search(r"<table class=failed>.*?<tbody><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", row) == ["sam_rho1e+30_s1", "TrainingDiverged: loss = nan", "3", "2"]
+    assert "**Failed runs**" in (tmp_path / "results.md").read_text()

@@ -70,10 +70,18 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line. The whole file is rewritten atomically so a crash never leaves a partial line."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    atomic_write(path, old + json.dumps(record, default=_to_builtin) + "\n")
+    """Append one JSON line with one ``O_APPEND`` write, then fsync: never a read-modify-write, so lines of
+    concurrent writers can neither be lost nor repeated (the run folder's lock, :mod:`varsmooth.lock`, keeps
+    writers to one anyway)."""
+    line = (json.dumps(record, default=_to_builtin) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(line)
+        while view:  # a regular file takes the whole line at once; loop only for the rare short write
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def versions() -> dict[str, str]:

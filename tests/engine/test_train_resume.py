@@ -148,8 +148,9 @@ def test_finished_run_is_not_trained_again(mnist, tmp_path):
 def test_divergence_stops_and_keeps_last_good_checkpoint(method, mnist, tmp_path):
     # epoch 1 trains normally; from epoch 2 the step schedule multiplies the learning rate by 1e12
     cfg = _cfg(method, schedule="step", milestones=[1], lr_decay=1e12, warmup_epochs=0.0)
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2.*last good checkpoint \(epoch 1\)"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2.*last good checkpoint \(epoch 1\)") as err:
         train(cfg, tmp_path, data=mnist)
+    assert err.value.last_good_epoch == 1  # what a sweep records in failure.json
     ck = load(tmp_path / "checkpoint.pt")
     assert ck.epoch == 1 and all(torch.isfinite(t).all() for t in ck.model.values())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..io import atomic_write, read_json, write_json
+from ..lock import hold
 from .trainconfig import RESUME_FREE
 
 __all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
@@ -93,7 +94,8 @@ def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callback
         folder = root / SEARCH_DIR / f"f{f:g}"
         try:
             cand = _candidate(cfg, f, n_train, epochs)
-            metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
+            with hold(folder, what="ess-search candidate folder"):
+                metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
             scores[f"{f:g}"] = {k: metrics.get(k) for k in SCORED}
         except diverged as err:
             scores[f"{f:g}"] = {**dict.fromkeys(SCORED), "diverged": str(err)}

@@ -12,12 +12,14 @@ A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``
 flip mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
 checkpoint resumes from it when the config matches (``epochs`` may grow; the options in ``RESUME_FREE`` -- device,
 progress, data_dir, num_workers, eval_batch_size, eval_every -- may change) and raises :class:`InputError`
-otherwise. Nothing is written before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
-:mod:`varsmooth.parallel`.
+otherwise. Nothing is written before every input has been checked. The folder is locked for the run
+(:mod:`varsmooth.lock`, by rank 0): a second process on it gets InputError naming the holder. Under ``torchrun``
+(``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,6 +40,7 @@ from ..data import LabeledData
 from ..data.transforms import augment_batch
 from ..errors import InputError
 from ..io import append_jsonl, atomic_open, read_json, versions, write_json
+from ..lock import hold
 from ..models import build_model
 from . import checkpoint as ckpt
 from .checkpoint import Checkpoint
@@ -53,7 +56,9 @@ __all__ = ["TrainResult", "TrainState", "TrainingDiverged", "build", "train"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the parameters became NaN/inf; the last good checkpoint is kept."""
+    """The loss or the parameters became NaN/inf; the last good checkpoint is kept (``last_good_epoch``, 0: none)."""
+
+    last_good_epoch: int = 0
 
 
 @dataclass
@@ -123,10 +128,12 @@ def _diverged(cfg: TrainConfig, epoch: int, step: int, what: str, out: Path | No
         if out is not None and last_good > 0
         else "; no checkpoint was written"
     )
-    return TrainingDiverged(
+    err = TrainingDiverged(
         f"training diverged at epoch {epoch + 1}, step {step + 1}: {what} "
         f"(method {cfg.method}, lr {cfg.lr}){kept}; lower the learning rate"
     )
+    err.last_good_epoch = last_good
+    return err
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
@@ -163,9 +170,13 @@ def train(
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
         return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn)
 
-    if cfg.method.startswith("ivon") and cfg.ess == "auto":
-        return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
-    return run_fixed(cfg, out)
+    # the run folder's lock (varsmooth.lock) for the whole run, ess search included; rank 0 only (other ranks are
+    # other processes and write nothing)
+    locked = out is not None and int(os.environ.get("RANK", "0")) == 0
+    with hold(out, what="run folder") if locked else contextlib.nullcontext():
+        if cfg.method.startswith("ivon") and cfg.ess == "auto":
+            return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
+        return run_fixed(cfg, out)
 
 
 def _train_run(

@@ -23,6 +23,8 @@ import yaml
 
 from ..errors import InputError
 from ..io import versions, write_json
+from ..lock import hold
+from .sweep import lock_name
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Runtime:
     jobs: int = 1  # independent runs of a sweep in parallel processes
     shard: tuple[int, int] = (0, 1)  # run only configurations k with k % n == i
     progress: bool = True
+    retry_failed: bool = False  # run a sweep's recorded failures again (else they are skipped)
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -100,11 +103,21 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
 def run_experiment(
     exp_id: str, cfg: dict[str, Any], out: str | Path, *, preset: str = "custom", runtime: Runtime | None = None
 ) -> dict:
-    """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``."""
-    module = _module(exp_id)
+    """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``.
+
+    Holds ``out``'s lock (:mod:`varsmooth.lock`; one per shard) throughout: InputError naming the holder when
+    another process has it. A sweep's failed runs are in the summary (``runs_failed``, ``failures``)."""
+    _module(exp_id)
     runtime = runtime or Runtime()
-    out = Path(out)
-    fresh = not out.exists()
+    fresh = not Path(out).exists()
+    with hold(out, what="results folder", name=lock_name(runtime.shard), clean=runtime.shard[1] == 1):
+        return _run_experiment(exp_id, cfg, Path(out), preset=preset, runtime=runtime, fresh=fresh)
+
+
+def _run_experiment(
+    exp_id: str, cfg: dict[str, Any], out: Path, *, preset: str, runtime: Runtime, fresh: bool
+) -> dict:
+    module = _module(exp_id)
     out.mkdir(parents=True, exist_ok=True)
     # description and order: what the report (varsmooth.report, which imports no experiment) shows and sorts by
     order = list(experiments()).index(exp_id)

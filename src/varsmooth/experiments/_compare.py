@@ -216,13 +216,15 @@ def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ())
 def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], list[tuple[dict, dict | None]]]:
     """Run the unfinished configs (runtime: jobs, shard, progress) and rewrite ``results.csv`` from every
     finished run on disk; returns (tidy rows, [(config, metrics or None)])."""
-    from .sweep import run_sweep
+    from .sweep import failed_runs, run_sweep
 
     check_configs(configs)
-    results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress)
-    rows = tidy_rows(results, list(METRICS))
+    results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
+                        retry_failed=runtime.retry_failed)  # fmt: skip
+    rows = tidy_rows(results, list(METRICS), failed_runs(configs, out))
     if rows:
         write_results(out, rows)
+    rows = [r for r in rows if r["metric"] != "failed"]  # results.csv lists the failures; the analysis does not
     return rows, results
 
 
@@ -392,8 +394,21 @@ def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, set
     return out
 
 
-def progress_note(results: Sequence[tuple[dict, dict | None]]) -> dict[str, int]:
-    return {"runs_finished": sum(m is not None for _, m in results), "runs_total": len(results)}
+def progress_note(results: Sequence[tuple[dict, dict | None]], out: Path) -> dict[str, Any]:
+    """How many runs finished, failed (recorded, :func:`.sweep.failed_runs`) and exist, the ``failures`` and a
+    ``selection_note`` saying that selection and the tables leave them out."""
+    from .sweep import failed_runs
+
+    failures = failed_runs([c for c, m in results if m is None], out)
+    note = {"runs_finished": sum(m is not None for _, m in results), "runs_failed": len(failures),
+            "runs_total": len(results)}  # fmt: skip
+    if failures:
+        note["failures"] = failures
+        note["selection_note"] = (
+            f"{len(failures)} failed run(s) are left out of hyperparameter selection and of every table: each "
+            "setting is chosen among the runs that finished (see failures; --retry-failed runs them again)"
+        )
+    return note
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -496,5 +511,5 @@ def run_comparison(
                                     sam_figure=None if figure or setting in _FIGURES else "Fig. 8"),
         "ivon_label_noise": ivon_noise_summary(recs, keys=(setting, "ess_factor", "h0")),
         "figures": figures,
-        **progress_note(results),
+        **progress_note(results, out),
     }

@@ -101,8 +101,8 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     C.check_configs(sweep)
     with torch_threads(cfg.get("threads")):
         results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
-        if not finished:  # runs of another shard
-            return {"description": DESCRIPTION, **C.progress_note(results)}
+        if not finished:  # runs of another shard, or failed runs
+            return {"description": DESCRIPTION, **C.progress_note(results, out)}
         search = read_json(out / "runs" / IVON_RUN / "config.json")["ess_search"]
         recs = []
         for c, m in results:

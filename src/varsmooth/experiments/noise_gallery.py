@@ -45,7 +45,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     with torch_threads(cfg.get("threads")):
         results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
         if not finished:  # another shard's run
-            return {"description": DESCRIPTION, **C.progress_note(results)}
+            return {"description": DESCRIPTION, **C.progress_note(results, out)}
         result = train_sweep_run(sweep[0], out / "runs" / "ivon")  # the finished run, evaluated again
         g = ivon_gallery(
             result,
