@@ -2,7 +2,9 @@
 
 Each subcommand lives in the module that owns the concept: that module provides ``add_arguments(parser)`` and
 ``main(args) -> int``, and is imported only when its subcommand runs. Bad input (:class:`InputError`, argparse
-errors) prints one line ``varsmooth: error: ...`` and exits with code 2, with no traceback.
+errors) and every operating-system error (disk full, read-only folder, a file in the way:
+:func:`varsmooth.errors.os_error_message`) print one line ``varsmooth: error: ...`` and exit with code 2, with no
+traceback. Exit code 1 is only for a training run that failed (diverged) and was recorded as such.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import InputError
+from .errors import InputError, os_error_message
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -55,11 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
     except InputError as err:
-        sys.stderr.write(f"varsmooth: error: {err}\n")
+        sys.stderr.write(f"varsmooth: error: {_one_line(str(err))}\n")
+        return 2
+    except OSError as err:  # disk full, read-only folder, permissions, a file where a folder should be
+        sys.stderr.write(f"varsmooth: error: {os_error_message(err)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("varsmooth: interrupted\n")
         return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -10,14 +10,19 @@ a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``.
 A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``metrics.jsonl``, ``checkpoint.pt``,
 ``final.json`` (final metrics, realised corruption rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
 flip mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
-checkpoint resumes from it when the config matches (``epochs`` may grow; the options in ``RESUME_FREE`` -- device,
-progress, data_dir, num_workers, eval_batch_size, eval_every -- may change) and raises :class:`InputError`
-otherwise. Nothing is written before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
-:mod:`varsmooth.parallel`.
+checkpoint resumes from it when the config matches and raises :class:`InputError` otherwise. The options in
+``RESUME_FREE`` -- device, progress, data_dir, num_workers, eval_batch_size, eval_every -- may change, and
+``epochs`` may grow: the schedule keeps the length it was resolved with (``schedule_epochs``, recorded in the
+config), so the extra epochs continue at the schedule's last learning rate (give ``schedule_epochs`` explicitly
+for a longer schedule in a new folder). The checkpoint is checked against the config before use
+(:func:`varsmooth.engine.checkpoint.validate`). Nothing is written before every input has been checked:
+``config.json`` and ``metrics.jsonl`` are written with the first checkpoint, and a run that fails before it
+leaves nothing behind. Under ``torchrun`` (``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,8 +41,8 @@ from tqdm.auto import tqdm
 
 from ..data import LabeledData
 from ..data.transforms import augment_batch
-from ..errors import InputError
-from ..io import append_jsonl, atomic_open, read_json, versions, write_json
+from ..errors import InputError, os_errors
+from ..io import append_jsonl, atomic_open, check_folder, read_json, remove_orphaned_tmp, versions, write_json
 from ..models import build_model
 from . import checkpoint as ckpt
 from .checkpoint import Checkpoint
@@ -153,13 +158,31 @@ def train(
     InputError (bad input, nothing written) and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint
     stays).
     """
-    cfg = resolve_config(cfg)  # a checked copy: every value is checked before the (slow) data load
-    if data is not None:
-        cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
-    run = prepare(cfg, data)
-    cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
-    out = None if out is None else Path(out)
+    with os_errors():  # a full disk, a read-only folder: one InputError naming the file
+        out = None if out is None else check_folder(out)
+        cfg = resolve_config(_schedule_of_resumed(cfg, out))  # a checked copy, before the (slow) data load
+        if data is not None:
+            cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
+        run = prepare(cfg, data)
+        cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
+        return _train_or_search(cfg, out, run, callbacks)
 
+
+def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
+    """``cfg`` with the schedule length of the run in ``out`` when ``epochs`` grows and none was given: the
+    schedule is not stretched by a resume (its length is recorded separately as ``schedule_epochs``)."""
+    if out is None or cfg.schedule_epochs is not None or not (out / "config.json").is_file():
+        return cfg
+    saved = read_json(out / "config.json", keys=("config",))["config"]
+    if not isinstance(saved, dict):
+        return cfg  # refused with the config check
+    length = saved.get("schedule_epochs")
+    if saved.get("epochs") != cfg.epochs and isinstance(length, int) and not isinstance(length, bool):
+        return dataclasses.replace(cfg, schedule_epochs=length)
+    return cfg
+
+
+def _train_or_search(cfg: TrainConfig, out: Path | None, run: RunData, callbacks: Sequence[Callback]) -> TrainResult:
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
         return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn)
 
@@ -179,7 +202,9 @@ def _train_run(
         saved = ckpt.load(out / "checkpoint.pt")
         saved_config = saved.config
     elif out is not None and (out / "config.json").exists():
-        saved_config = read_json(out / "config.json").get("config", {})
+        saved_config = read_json(out / "config.json", keys=("config",))["config"]
+    if saved_config is not None and not isinstance(saved_config, dict):
+        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
     if saved_config is not None:
         diff = _config_diff(saved_config, cfg.to_dict())
         if diff:
@@ -188,16 +213,40 @@ def _train_run(
                 "use another --out or delete the folder"
             )
     if saved is not None:
+        ckpt.validate(saved, cfg, out / "checkpoint.pt")
         if saved.labels is not None and saved.labels != ckpt.labels_fingerprint(run.labels, run.pool_index):
             raise InputError(f"{out} holds a run trained on different labels; use another --out")
-        if saved.epoch > cfg.epochs:
-            raise InputError(f"{out} holds a run already at epoch {saved.epoch} > epochs={cfg.epochs}")
+    if out is not None:
+        remove_orphaned_tmp(out)  # left by a killed write
 
     dist = init_from_env(device)
+    before = _files(out)
     try:
         return _train(cfg, out, run, device, dist, saved, callbacks, record, warn)
+    except BaseException:
+        _remove_partial(out, before)
+        raise
     finally:
         dist.close()
+
+
+def _files(out: Path | None) -> set[str] | None:
+    """The names in ``out`` (None: absent)."""
+    return None if out is None or not out.is_dir() else set(os.listdir(out))
+
+
+def _remove_partial(out: Path | None, before: set[str] | None) -> None:
+    """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote and the
+    folder if it made it (empty), so a failed command leaves nothing behind. A run with a checkpoint is kept."""
+    if out is None or not out.is_dir() or (out / "checkpoint.pt").exists():
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        if before is None or name not in before:
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+    if before is None:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only when empty
 
 
 def build(
@@ -243,21 +292,12 @@ def _train(
                      callbacks=callbacks)  # fmt: skip
         history, start = list(saved.history), int(saved.epoch)
     main = dist.is_main
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out / "config.json",
-            {
-                "config": cfg.to_dict(),
-                "seed": cfg.seed,
-                "versions": versions(),
-                "world_size": dist.world_size,
-                "corruption": run.corruption,
-                **record,
-            },
-        )
-        with atomic_open(out / "metrics.jsonl", "w") as f:  # the history up to the checkpoint, nothing after it
-            f.writelines(json.dumps(h) + "\n" for h in history)
+    header = {"config": cfg.to_dict(), "seed": cfg.seed, "versions": versions(), "world_size": dist.world_size,
+              "corruption": run.corruption, **record}  # fmt: skip
+    unwritten = out is not None and main  # config.json and metrics.jsonl: with the first checkpoint
+    if unwritten and saved is not None:  # resumed: the config may say more epochs now
+        _write_header(out, header, history)
+        unwritten = False
 
     train_pos = torch.from_numpy(run.train_pos)
     labels = torch.from_numpy(run.labels)
@@ -325,6 +365,9 @@ def _train(
             for cb in callbacks:
                 cb(epoch + 1, state)
         rngs = dist.gather_objects(ckpt.rng_state(gens))
+        if unwritten:
+            _write_header(out, header, history[:-1])
+            unwritten = False
         if out is not None and main:
             ckpt.save(
                 out / "checkpoint.pt",
@@ -344,6 +387,14 @@ def _train(
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
     return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs, warn)
+
+
+def _write_header(out: Path, header: dict, history: list[dict]) -> None:
+    """``config.json`` and ``metrics.jsonl`` (the history up to the checkpoint, nothing after it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", header)
+    with atomic_open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
 
 
 class _Batches(torch.utils.data.Dataset):
