@@ -35,7 +35,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[io.IOBase]
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = _mkstemp(path)
+    except OSError as err:
+        raise _named(err, path) from None
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
@@ -43,10 +46,23 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[io.IOBase]
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):  # a full disk: say which file
+            raise _named(err, path) from None
         raise
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` (the file being written), not its temporary file or none (a write on a full disk)."""
+    if err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
 
 
 def _umask() -> int:
