@@ -104,8 +104,9 @@ def validate(ck: Checkpoint, cfg: Any, file: str | Path) -> None:
     lrs = ck.method["base_lrs"]
     if not lrs or not all(isinstance(v, float | int) and not isinstance(v, bool) and v >= 0 for v in lrs):
         raise bad("method.base_lrs", f"must be a list of learning rates >= 0, got {lrs!r}")
-    if not isinstance(ck.rng, list) or not all(isinstance(r, dict) for r in ck.rng):
-        raise bad("rng", "must be a list of random states")
+    rng_keys = {"torch", "numpy", "python", "generators"}
+    if not isinstance(ck.rng, list) or not all(isinstance(r, dict) and rng_keys <= set(r) for r in ck.rng):
+        raise bad("rng", "must be a list of random states (torch, numpy, python, generators)")
     history = ck.history
     if not isinstance(history, list) or len(history) != epoch:
         raise bad("history", f"must hold one record per finished epoch ({epoch})")

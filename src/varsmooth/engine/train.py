@@ -175,7 +175,7 @@ def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
         return cfg
     saved = read_json(out / "config.json", keys=("config",))["config"]
     if not isinstance(saved, dict):
-        return cfg  # refused with the config check
+        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
     length = saved.get("schedule_epochs")
     if saved.get("epochs") != cfg.epochs and isinstance(length, int) and not isinstance(length, bool):
         return dataclasses.replace(cfg, schedule_epochs=length)

@@ -155,6 +155,7 @@ def run_experiment(
     """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``."""
     module = _module(exp_id)
     runtime = runtime or Runtime()
+    _check_keys(exp_id, cfg)
     with os_errors():  # a full disk, a read-only folder: one InputError naming the file
         out = check_folder(out)
         fresh = not out.exists()
@@ -173,6 +174,20 @@ def run_experiment(
                 _remove_new_empty(out, before)
             raise
     return summary
+
+
+def _check_keys(exp_id: str, cfg: Any) -> None:
+    """InputError unless ``cfg`` is a mapping with every key all presets share and only keys some preset has."""
+    if not isinstance(cfg, dict):
+        raise InputError(f"the config of {exp_id} must be a mapping, got {type(cfg).__name__}")
+    table = presets(exp_id)
+    known = set().union(*(set(p) for p in table.values()))
+    required = set.intersection(*(set(p) for p in table.values()))
+    unknown, missing = sorted(set(cfg) - known), sorted(required - set(cfg))
+    if unknown or missing:
+        what = "; ".join(x for x in (unknown and f"unknown key(s) {', '.join(unknown)}",
+                                     missing and f"missing key(s) {', '.join(missing)}") if x)  # fmt: skip
+        raise InputError(f"config of {exp_id}: {what}; start from resolve_preset({exp_id!r}, PRESET)")
 
 
 def _run(module, exp_id: str, cfg: dict[str, Any], out: Path, preset: str, runtime: Runtime) -> dict:
