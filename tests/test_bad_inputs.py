@@ -171,7 +171,8 @@ def test_train_bad_value(flag, value, extra, erm_run, tmp_path, capsys):
 TRAIN_FRESH = [["--epochs", "0"], ["--lr", "inf"], ["--seed", "-1"], ["--device", "gpu"], ["--milestones", "-1"],
                ["--batch-size", "99999999999999999999"], ["--dataset", "nope"], ["--train-subset", "100000"],
                ["--corruption", "symmetric:1.5"], ["--nope", "1"], ["--method", "ivon", "--ess", "inf"],
-               ["--method", "ivon", "--weight-decay", "inf"]]  # fmt: skip
+               ["--method", "ivon", "--weight-decay", "inf"], ["--model", "mlp", "--model-options", '{"hidden": [-1]}'],
+               ["--noisy-labels", "/nonexistent.npy"], ["--data-options", '{"n": -5}']]  # fmt: skip
 
 
 @pytest.mark.parametrize("extra", TRAIN_FRESH, ids=[" ".join(e) for e in TRAIN_FRESH])
@@ -338,7 +339,7 @@ def corrupt_checkpoint(folder: Path, case: str) -> None:
 def test_train_resume_corrupt_checkpoint(case, erm_run, tmp_path, capsys):
     out = copy_of(erm_run, tmp_path)
     corrupt_checkpoint(out, case)
-    err = assert_rejected([*TRAIN, "--epochs", "2", "--out", out], out, capsys)
+    assert_rejected([*TRAIN, "--epochs", "2", "--out", out], out, capsys)
     assert "pwned" not in capsys.readouterr().out
 
 
@@ -415,8 +416,9 @@ def test_suspects_bad_checkpoint_paths(erm_run, ivon_run, tmp_path, capsys):
 # run: every option, on an existing results folder whose config.json must not be overwritten
 
 RUN_BAD = [
-    ["nope"], ["noise-curve", "--preset", "nope"], ["noise-curve", "--set", "noequals"], ["noise-curve", "--set", "=1"],
-    ["noise-curve", "--set", "nope=1"], ["noise-curve", "--set", "points=.nan"], ["noise-curve", "--set", "f_min=-.inf"],
+    ["nope"], ["noise-curve", "--preset", "nope"], ["noise-curve", "--set", "noequals"],
+    ["noise-curve", "--set", "=1"], ["noise-curve", "--set", "nope=1"], ["noise-curve", "--set", "points=.nan"],
+    ["noise-curve", "--set", "f_min=-.inf"],
     ["noise-curve", "--set", "f_max=.inf"], ["noise-curve", "--set", "variances=[.nan]"],
     ["noise-curve", "--set", "variances=[1, .inf]"], ["noise-curve", "--set", "points=abc"],
     ["noise-curve", "--set", "points=2"], ["noise-curve", "--set", "points=-1"],

@@ -164,7 +164,7 @@ def score_checkpoint(
         cfg = TrainConfig.from_dict(dict(saved.config))
         ckpt.validate(saved, resolve_config(cfg), file)
     except InputError as err:
-        raise InputError(f"{file}: {err}") from None
+        raise InputError(str(err) if str(file) in str(err) else f"{file}: {err}") from None
     if not cfg.method.startswith("ivon"):
         allowed = "ivon or ivon-fixed-h"
         raise InputError(f"the checkpoint is a {cfg.method!r} run; scoring needs an IVON run ({allowed})")
@@ -176,7 +176,8 @@ def score_checkpoint(
                                   val_fraction=0.0)  # fmt: skip
     run = prepare(cfg)
     if same_data and saved.labels not in (None, ckpt.labels_fingerprint(run.labels, run.pool_index)):
-        raise InputError(f"the data under {cfg.data_dir} differ from those the checkpoint was trained on")
+        where = f" under {cfg.data_dir}" if cfg.data_dir else ""
+        raise InputError(f"the {cfg.dataset} labels{where} differ from those {file} was trained on (fingerprint)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

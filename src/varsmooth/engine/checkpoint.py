@@ -64,9 +64,12 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if not file.is_file():
         raise InputError(f"no checkpoint at {path}: give a run folder holding checkpoint.pt, or the file")
     try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)  # always: a checkpoint never runs code
+        f = open(file, "rb")  # noqa: SIM115 - closed below; OS errors (permissions) are told apart from corruption
     except OSError as err:
         raise InputError(os_error_message(err)) from None
+    try:
+        with f:
+            saved = torch.load(f, map_location="cpu", weights_only=True)  # always: a checkpoint never runs code
     except Exception as err:  # truncated / empty / not a torch file / refused by weights_only
         why = type(err).__name__  # torch's own text is long and suggests unsafe loading: never shown
         raise InputError(

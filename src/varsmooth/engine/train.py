@@ -200,6 +200,7 @@ def _train_run(
     saved_config = None  # what the folder says it holds (a run stopped before its first checkpoint: config.json)
     if out is not None and (out / "checkpoint.pt").exists():
         saved = ckpt.load(out / "checkpoint.pt")
+        ckpt.validate(saved, cfg, out / "checkpoint.pt")  # every field, before any is used
         saved_config = saved.config
     elif out is not None and (out / "config.json").exists():
         saved_config = read_json(out / "config.json", keys=("config",))["config"]
@@ -213,7 +214,6 @@ def _train_run(
                 "use another --out or delete the folder"
             )
     if saved is not None:
-        ckpt.validate(saved, cfg, out / "checkpoint.pt")
         if saved.labels is not None and saved.labels != ckpt.labels_fingerprint(run.labels, run.pool_index):
             raise InputError(f"{out} holds a run trained on different labels; use another --out")
     if out is not None:
@@ -261,10 +261,16 @@ def build(
     random streams are left as they were. ``generator`` drives IVON's weight noise."""
     dist = dist or DistContext()
     data = run.data
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
-    model = model.to(device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
+        model = model.to(device)
+    except (MemoryError, RuntimeError) as err:  # e.g. model_options hidden=[10**11]
+        if not isinstance(err, MemoryError | torch.OutOfMemoryError) and "allocate" not in str(err):
+            raise
+        raise InputError(f"model {cfg.model!r} with model_options={cfg.model_options} does not fit in memory on "
+                         f"{device}; make it smaller") from None  # fmt: skip
     dist.broadcast_model(model)
     method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
                           dist=dist, generator=generator)  # fmt: skip
