@@ -32,6 +32,7 @@ from varsmooth import cli
 from varsmooth import experiments as ex
 from varsmooth.engine import TrainConfig, train
 from varsmooth.engine import checkpoint as ckpt
+from varsmooth.engine.ess_search import SEARCH_DIR
 from varsmooth.errors import InputError, os_error_message
 from varsmooth.experiments.sweep import load_result
 from varsmooth.models import build_model
@@ -368,6 +369,24 @@ def test_train_resume_corrupt_config_json(case, erm_run, tmp_path, capsys):
     (out / "config.json").write_bytes(CONFIG_JSON[case])
     err = assert_rejected([*TRAIN, "--epochs", "2", "--out", out], out, capsys)
     assert "config.json" in err
+
+
+SEARCH_JSON = {
+    "empty": b"",
+    "truncated": b'{"config": {',
+    "list": b"[]",
+    "rungs-string": b'{"config": {}, "grid": [], "rungs": "x"}',
+    "rung-missing-keys": b'{"config": {}, "grid": [], "rungs": [{"epochs": 1}]}',
+}
+
+
+@pytest.mark.parametrize("case", list(SEARCH_JSON))
+def test_train_ess_auto_corrupt_search_json(case, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / SEARCH_DIR).mkdir(parents=True)
+    (out / SEARCH_DIR / "search.json").write_bytes(SEARCH_JSON[case])
+    argv = [*TRAIN, "--method", "ivon", "--ess", "auto", "--val-fraction", "0.2", "--out", out]
+    assert "search.json" in assert_rejected(argv, out, capsys)
 
 
 def test_train_checkpoint_is_a_folder(erm_run, tmp_path, capsys):
@@ -763,7 +782,9 @@ def test_orphaned_tmp_files_are_removed_on_next_open(erm_run, tmp_path, capsys):
 
 def test_count_of_generated_bad_inputs():
     """The issue asks for at least 250 generated bad inputs across the subcommands and the API."""
-    count = (len(TRAIN_CASES) + len(TRAIN_FRESH) + 2 + len(LABEL_FILES) + 1 + 2 * len(CHECKPOINT_CASES)
-             + len(CONFIG_JSON) + 2 + len(SUSPECTS_BAD) + 5 + len(RUN_BAD) + 2 + 2 + 9 + 6 + len(API_CASES) + 1
-             + len(API_EXPERIMENT_BAD) + 6 + len(NOISE_BAD) + 4 + len(JSON_FILES) + 2 + 2 + 1)  # fmt: skip
+    cli_cases = (len(TRAIN_CASES) + len(TRAIN_FRESH) + 2 + len(LABEL_FILES) + 1 + 2 * len(CHECKPOINT_CASES)
+                 + len(CONFIG_JSON) + len(SEARCH_JSON) + 2 + len(SUSPECTS_BAD) + 5 + len(RUN_BAD) + 2 + 2 + 9 + 6)
+    api_cases = (len(API_CASES) + 1 + len(API_EXPERIMENT_BAD) + 6 + len(NOISE_BAD) + 4 + len(JSON_FILES) + 2 + 2
+                 + 1)  # fmt: skip
+    count = cli_cases + api_cases
     assert count >= 250, count
