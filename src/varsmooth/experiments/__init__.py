@@ -170,8 +170,7 @@ def run_experiment(
                 _undo(out, before, old_config)
             raise
         except BaseException:  # a full disk, a failed run, an interrupt: what finished stays, empty folders go
-            if not fresh:
-                _remove_new_empty(out, before)
+            _remove_new_empty(out, before or set())
             raise
     return summary
 
@@ -214,12 +213,18 @@ def _folders(out: Path) -> set[str]:
 
 
 def _remove_new_empty(out: Path, before: set[str]) -> None:
-    """Remove the folders under ``out`` that were not in ``before`` and are empty, deepest first."""
-    for rel in sorted(_folders(out) - before, key=lambda r: -r.count(os.sep)):
+    """Remove the folders under ``out`` (``out`` too) that were not in ``before`` and are empty, deepest first."""
+    if not out.is_dir():
+        return
+    for rel in sorted(_folders(out) - before, key=lambda r: (_depth(r), r), reverse=True):
         try:
             (out / rel).rmdir()
         except OSError:
             continue
+
+
+def _depth(rel: str) -> int:
+    return 0 if rel == "." else 1 + rel.count(os.sep)
 
 
 def _undo(out: Path, before: set[str], old_config: bytes | None) -> None:
