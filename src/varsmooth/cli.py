@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import InputError, os_error_message
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         sys.stderr.write(f"varsmooth: error: {_one_line(str(err))}\n")
         return 2
+    except BrokenPipeError:  # stdout closed early (`varsmooth ... | head -1`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # disk full, read-only folder, permissions, a file where a folder should be
         sys.stderr.write(f"varsmooth: error: {os_error_message(err)}\n")
         return 2

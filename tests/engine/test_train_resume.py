@@ -135,6 +135,8 @@ def test_epochs_grow_under_the_default_schedule(mnist, tmp_path):
     assert grown.config.schedule_epochs == saved["schedule_epochs"] == 2 and saved["epochs"] == 3
     lone = train(_cfg("erm", epochs=3, schedule_epochs=2, milestones=None), lone_dir, data=mnist)
     _assert_same_run(lone, grown, lone_dir, grown_dir)
+    again = train(_cfg("erm", epochs=3, schedule_epochs=None, milestones=None), grown_dir, data=mnist)  # finished
+    assert again.config.schedule_epochs == 2 and _strip(again.history) == _strip(grown.history)
 
 
 def test_run_failing_before_its_first_checkpoint_leaves_nothing(mnist, tmp_path):

@@ -169,15 +169,15 @@ def train(
 
 
 def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
-    """``cfg`` with the schedule length of the run in ``out`` when ``epochs`` grows and none was given: the
-    schedule is not stretched by a resume (its length is recorded separately as ``schedule_epochs``)."""
+    """``cfg`` with the schedule length of the run in ``out`` when none was given: a resume with more epochs (or
+    the same command again after one) does not stretch the schedule (its length is recorded as ``schedule_epochs``)."""
     if out is None or cfg.schedule_epochs is not None or not (out / "config.json").is_file():
         return cfg
     saved = read_json(out / "config.json", keys=("config",))["config"]
     if not isinstance(saved, dict):
         raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
     length = saved.get("schedule_epochs")
-    if saved.get("epochs") != cfg.epochs and isinstance(length, int) and not isinstance(length, bool):
+    if isinstance(length, int) and not isinstance(length, bool):
         return dataclasses.replace(cfg, schedule_epochs=length)
     return cfg
 
