@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"varsmooth: error: {_one_line(str(err))}\n")
         return 2
     except BrokenPipeError:  # stdout closed early (`varsmooth ... | head -1`): stop quietly, as a shell tool does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured)
+            pass
         return 141
     except OSError as err:  # disk full, read-only folder, permissions, a file where a folder should be
         sys.stderr.write(f"varsmooth: error: {os_error_message(err)}\n")

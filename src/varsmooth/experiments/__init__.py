@@ -119,6 +119,7 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
         if key not in cfg:
             raise InputError(f"unknown config key {key!r} for {exp_id}; allowed: {', '.join(sorted(cfg))}")
         _check_finite(key, value)
+        _check_type(key, value, [p[key] for p in table.values() if key in p])
         cfg[key] = value
     if "seeds" in cfg:
         seeds = cfg["seeds"]
@@ -131,6 +132,31 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
     if "seed" in cfg and not _seed_ok(cfg["seed"]):
         raise InputError(f"seed={cfg['seed']!r} is not allowed; give an integer in [0, 2**31 - 1]")
     return cfg
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+          dict: "a mapping"}  # fmt: skip
+
+
+def _kind(value: Any) -> type | None:
+    return next((t for t in _KINDS if isinstance(value, t)), None)
+
+
+def _check_type(key: str, value: Any, examples: list[Any]) -> None:
+    """InputError unless ``value`` has the kind the presets give ``key`` (an integer where they have integers, a
+    number where they have numbers, ...). A key some preset leaves unset (null) may also be null; a key that is
+    null in every preset may be anything."""
+    kinds = {_kind(v) for v in examples if v is not None}
+    nullable = any(v is None for v in examples)
+    if not kinds or None in kinds or (value is None and nullable):
+        return
+    kind = _kind(value)
+    if kind in kinds or (kind is int and float in kinds):
+        return
+    allowed = " or ".join(_KINDS[k] for k in sorted(kinds, key=list(_KINDS).index))
+    if nullable:
+        allowed += " or null"
+    raise InputError(f"--set {key}={value!r} is not allowed; it must be {allowed}")
 
 
 def _seed_ok(x: Any) -> bool:
