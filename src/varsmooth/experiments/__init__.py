@@ -129,13 +129,20 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
         if len(set(seeds)) != len(seeds):
             twice = sorted({x for x in seeds if seeds.count(x) > 1})
             raise InputError(f"seeds={seeds!r} names seed(s) {', '.join(map(str, twice))} twice; give distinct seeds")
-    if "seed" in cfg and not _seed_ok(cfg["seed"]):
-        raise InputError(f"seed={cfg['seed']!r} is not allowed; give an integer in [0, 2**31 - 1]")
+    for key in [k for k in cfg if k == "seed" or k.endswith("_seed")]:
+        if not _seed_ok(cfg[key]):
+            raise InputError(f"{key}={cfg[key]!r} is not allowed; give an integer in [0, 2**31 - 1]")
     return cfg
 
 
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
           dict: "a mapping"}  # fmt: skip
+
+
+# keys that presets may leave null everywhere, and what they hold when set
+_NULL_KEYS: dict[str, tuple[type, ...]] = {"data_dir": (str,), "noisy_labels": (str,), "noisy_labels_key": (str,),
+                                           "test_subset": (int,), "train_subset": (int,), "pair_class": (int,),
+                                           "classes": (int, list), "threads": (int,)}  # fmt: skip
 
 
 def _kind(value: Any) -> type | None:
@@ -146,7 +153,7 @@ def _check_type(key: str, value: Any, examples: list[Any]) -> None:
     """InputError unless ``value`` has the kind the presets give ``key`` (an integer where they have integers, a
     number where they have numbers, ...). A key some preset leaves unset (null) may also be null; a key that is
     null in every preset may be anything."""
-    kinds = {_kind(v) for v in examples if v is not None}
+    kinds = {_kind(v) for v in examples if v is not None} or set(_NULL_KEYS.get(key, ()))
     nullable = any(v is None for v in examples)
     if not kinds or None in kinds or (value is None and nullable):
         return
