@@ -462,6 +462,19 @@ RUN_BAD = [
     ["class-dependent", "--preset", "smoke", "--set", "train={lr: -1e6}", "--no-progress"],
     ["class-dependent", "--preset", "smoke", "--set", "dataset=nope", "--no-progress"],
     ["class-dependent", "--preset", "smoke", "--set", "batch_size=99999999999999999999", "--no-progress"],
+    ["class-dependent", "--preset", "smoke", "--set", "epochs=x"], ["class-dependent", "--set", "epochs=[x]"],
+    ["class-dependent", "--set", "epochs=2020-01-01"], ["class-dependent", "--set", "val_fraction=true"],
+    ["class-dependent", "--preset", "smoke", "--set", "method_options={a: 1}", "--no-progress"],
+    ["class-dependent", "--preset", "smoke", "--set", "method_options={ivon: 1}", "--no-progress"],
+    ["class-dependent", "--set", "train=x"], ["class-dependent", "--set", "kappas=x"],
+    ["theorems", "--preset", "smoke", "--set", "classes=-1"], ["theorems", "--preset", "smoke", "--set", "lr=-1"],
+    ["theorems", "--preset", "smoke", "--set", "rho=0"], ["theorems", "--preset", "smoke", "--set", "tolerance=x"],
+    ["natural-noise", "--preset", "smoke", "--set", "stand_in_seed=-1"],
+    ["natural-noise", "--preset", "smoke", "--set", "data_dir={a: 1}"],
+    ["noise-gallery", "--preset", "smoke", "--set", "top_k=-1"],
+    ["noise-gallery", "--preset", "smoke", "--set", "ls_alpha=2"],
+    ["noise-gallery", "--preset", "smoke", "--set", "pair_class=-1"], ["demo", "--preset", "smoke", "--set", "top_k=0"],
+    ["moons", "--preset", "smoke", "--set", "n=x"], ["moons", "--preset", "smoke", "--set", "models=-1"],
 ]  # fmt: skip
 
 
