@@ -142,8 +142,8 @@ def test_epochs_grow_under_the_default_schedule(mnist, tmp_path):
 def test_run_failing_before_its_first_checkpoint_leaves_nothing(mnist, tmp_path):
     cfg = _cfg("erm", lr=1e30, schedule_epochs=None)  # diverges in epoch 1
     with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
-        train(cfg, tmp_path / "new", data=mnist)
-    assert not (tmp_path / "new").exists()  # no config.json, no empty metrics.jsonl, no folder
+        train(cfg, tmp_path / "new" / "run", data=mnist)
+    assert not (tmp_path / "new").exists()  # no config.json, no empty metrics.jsonl, no folders
 
 
 def test_eval_every_skips_test_evaluation_but_not_training(mnist, tmp_path):

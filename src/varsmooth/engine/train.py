@@ -220,11 +220,11 @@ def _train_run(
         remove_orphaned_tmp(out)  # left by a killed write
 
     dist = init_from_env(device)
-    before = _files(out)
+    before, absent = _files(out), _absent(out)
     try:
         return _train(cfg, out, run, device, dist, saved, callbacks, record, warn)
     except BaseException:
-        _remove_partial(out, before)
+        _remove_partial(out, before, absent)
         raise
     finally:
         dist.close()
@@ -235,18 +235,28 @@ def _files(out: Path | None) -> set[str] | None:
     return None if out is None or not out.is_dir() else set(os.listdir(out))
 
 
-def _remove_partial(out: Path | None, before: set[str] | None) -> None:
+def _absent(out: Path | None) -> list[Path]:
+    """``out`` and its parents that do not exist yet, deepest first (what a failed run removes again if empty)."""
+    if out is None:
+        return []
+    return [p for p in (out, *out.parents) if not p.exists()]
+
+
+def _remove_partial(out: Path | None, before: set[str] | None, absent: list[Path]) -> None:
     """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote and the
-    folder if it made it (empty), so a failed command leaves nothing behind. A run with a checkpoint is kept."""
+    folders it made (``absent``, when empty), so a failed command leaves nothing behind. A run with a checkpoint is
+    kept."""
     if out is None or not out.is_dir() or (out / "checkpoint.pt").exists():
         return
     for name in ("config.json", "metrics.jsonl"):
         if before is None or name not in before:
             with contextlib.suppress(OSError):
                 (out / name).unlink()
-    if before is None:
-        with contextlib.suppress(OSError):
-            out.rmdir()  # only when empty
+    for folder in absent:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def build(
