@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from varsmooth import io as vio
 from varsmooth.errors import InputError
 from varsmooth.lock import hold, holder, is_held
 
@@ -98,15 +99,17 @@ def test_bad_input_inside_leaves_the_folder_as_it_was(tmp_path):
 
 def test_orphaned_temporary_files_are_removed_except_where_another_process_holds(other_process, tmp_path):
     held, _ = other_process
-    (held / ".checkpoint.pt.abc.tmp").write_bytes(b"half")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tag = f"{vio._HOST}.{int(dead.stdout)}"  # atomic_open's temporary names carry the writer's host and pid
+    (held / f".checkpoint.pt.{tag}.abc.tmp").write_bytes(b"half")
     sub = tmp_path / "runs" / "a"
     sub.mkdir(parents=True)
-    for f in (tmp_path / ".results.csv.x1.tmp", sub / ".final.json.x2.tmp"):
+    for f in (tmp_path / f".results.csv.{tag}.x1.tmp", sub / f".final.json.{tag}.x2.tmp"):
         f.write_text("half")
-    (sub / "keep.tmp").write_text("not ours")  # only atomic_open's hidden .NAME.*.tmp files go
+    (sub / "keep.tmp").write_text("not ours")  # only atomic_open's hidden .NAME.HOST.PID.*.tmp files go
     with hold(tmp_path):
         pass
-    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == [".checkpoint.pt.abc.tmp", "keep.tmp"]
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == [f".checkpoint.pt.{tag}.abc.tmp", "keep.tmp"]
 
 
 

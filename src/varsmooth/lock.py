@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError
+from .io import remove_orphaned_tmp
 
 __all__ = ["LOCK_NAME", "hold", "holder", "is_held"]
 
@@ -103,14 +104,12 @@ def _held_or_unknown(folder: Path, name: str) -> bool:
 
 
 def _clean_orphans(folder: Path, name: str) -> None:
-    """Remove ``.*.tmp`` files left by killed writers in ``folder`` and in sub-folders no other process holds."""
-    for dirpath, dirnames, filenames in os.walk(folder):
+    """Remove the temporary files left by killed writers (:func:`varsmooth.io.remove_orphaned_tmp`) in ``folder``
+    and in the sub-folders no other process holds."""
+    for dirpath, dirnames, _ in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not _held_or_unknown(here / d, name)]
-        for f in filenames:
-            if f.startswith(".") and f.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(here / f)
+        remove_orphaned_tmp(here)
 
 
 @contextlib.contextmanager
@@ -126,7 +125,7 @@ def hold(
     file is put back as it was -- removed if this call made it, with the folder if this call made that.
     """
     folder = Path(folder)
-    created = not folder.exists()
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # the folders this call makes, deepest first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     key = os.path.realpath(path)
@@ -139,9 +138,7 @@ def hold(
         before = path.read_bytes() if path.exists() else None
         fd = _try_lock(path)
         if fd is None:
-            if created:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            _remove_empty(created)
             who = _wait_for_holder(folder, name)
             raise InputError(
                 f"{what} {str(folder)!r} is in use by another varsmooth process ({who}); wait for it to finish "
@@ -174,19 +171,26 @@ def _write(fd: int, data: bytes) -> None:
     os.pwrite(fd, data, 0)
 
 
-def _release(fd: int, path: Path, folder: Path, *, restore: bytes | None, created: bool) -> None:
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def _release(fd: int, path: Path, folder: Path, *, restore: bytes | None, created: list[Path]) -> None:
     """Unlock; ``restore``: b"" keep the file, None remove it (this call made it), else write these bytes back.
     A folder this call made that holds nothing else goes too. Files are removed while still locked, so no other
     process can hold a removed file."""
     try:
         if not path.exists():  # the block removed the folder (a fresh folder cleared after bad input)
             return
-        only_lock = created and [p.name for p in folder.iterdir()] == [path.name]
+        only_lock = bool(created) and [p.name for p in folder.iterdir()] == [path.name]
         if restore is None or only_lock:
             os.unlink(path)
-            if created:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            _remove_empty(created)
         elif restore:
             _write(fd, restore)
     finally:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import TrainConfig, noise_summary, resolve_config
+from ..engine import METHODS, TrainConfig, noise_summary, resolve_config
 from ..errors import InputError
 from ..io import write_csv
 from ..report import markdown_table, mean_std
@@ -124,10 +124,30 @@ def ess_grid(cfg: dict, corruption: str | None = None) -> list[float | str]:
     return [AUTO if v == AUTO else next(it) for v in values]
 
 
+def _check_options(cfg: dict[str, Any]) -> None:
+    """``method_options``: {method or family (ivon, sgd): {TrainConfig field: value}}; ``corruption_options``:
+    {corruption: {...}}; ``train``: {TrainConfig field: value}. InputError naming the bad entry otherwise."""
+    names = ("ivon", "sgd", *METHODS)
+    options = cfg.get("method_options") or {}
+    if isinstance(options, dict):
+        bad = [k for k, v in options.items() if k not in names or not isinstance(v, dict)]
+    else:
+        bad = [options]
+    if bad:
+        raise InputError(f"method_options: {bad[0]!r} is not allowed; use {{method: {{option: value}}}} with a "
+                         f"method of {', '.join(names)}")  # fmt: skip
+    for key in ("corruption_options", "train"):
+        value = cfg.get(key) or {}
+        if not isinstance(value, dict) or (key == "corruption_options" and
+                                           not all(isinstance(v, dict) for v in value.values())):  # fmt: skip
+            raise InputError(f"{key}={value!r} is not allowed; it must be a mapping")
+
+
 def train_config(cfg: dict[str, Any], method: str, corruption: str, seed: int, **options: Any) -> dict[str, Any]:
     """The TrainConfig dict of one run: the preset's common keys, ``train`` (all methods), ``method_options[m]``,
     ``corruption_options[corruption]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
     base = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
+    _check_options(cfg)
     per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {})
     family = "ivon" if method.startswith("ivon") else "sgd"
     per_corruption = {k: v for k, v in per_corruption.items() if isinstance(v, dict)}  # lists: grids (see grid)

@@ -72,7 +72,7 @@ def load_result(out: str | Path, cfg: dict) -> dict | None:
     path = result_path(out, cfg["name"])
     if not path.exists():
         return None
-    saved = read_json(path)
+    saved = read_json(path, keys=("config", "metrics"))
     return saved["metrics"] if saved["config"] == cfg else None
 
 
