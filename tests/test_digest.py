@@ -53,7 +53,7 @@ def test_digest_holds_the_claims_and_pivots(tmp_path):
     digest = results_digest(tmp_path)
     row = "| noisy-accuracy (cpu) | Fig. 5 | IVON outperforms LS | s | agrees | 91.0 vs 86.3, diff +4.7 ± 1.5"
     assert row in digest
-    assert "**0.9100 ± 0.0100**" in digest  # the best of each row in bold
+    assert "**91.0 ± 1.0**" in digest  # the best of each row in bold, in percent
     assert digest.count("| symmetric:0.5 | fair |") == 3  # accuracy, NLL, ECE under the fair protocol
     assert digest.count("| symmetric:0.5 | paper |") == 1  # the paper protocol in the accuracy pivot only
     assert _is_table_well_formed(digest)
@@ -97,3 +97,10 @@ def test_cli_into(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("varsmooth: error:") and err.count("\n") == 1
     assert doc.read_text() == before
+
+
+def test_accuracy_cells_are_percent():
+    from varsmooth.report_tables import percent_text
+
+    assert percent_text({"mean": 0.95134, "std": 0.00131, "n": 3}) == "95.1 ± 0.1"
+    assert percent_text({"mean": 0.95134, "std": 0.0, "n": 1}) == "95.1"  # one seed has no spread

@@ -3,8 +3,8 @@
 A digest holds, from the ``summary.json`` of every experiment folder under a root (:func:`experiment_sections`):
 
 - one table of the paper claims with their verdicts and the numbers behind them (:mod:`varsmooth.claims`);
-- per comparison experiment, its pivots (setting x method, mean ± std over seeds, best per row in bold): test
-  accuracy under both selection protocols, NLL and ECE under the fair one.
+- per comparison experiment, its pivots (setting x method, mean ± std over seeds with the chosen hyperparameter,
+  best per row in bold): test accuracy under both selection protocols, NLL and ECE under the fair one.
 
 :func:`sync_markdown` writes the digest between :data:`BEGIN` and :data:`END` in a Markdown file and leaves the rest
 of the file as it is, so prose around the numbers can be edited by hand while the numbers come from the data. The
@@ -54,7 +54,7 @@ def results_digest(root: str | os.PathLike, *, heading: str = "####") -> str:
         parts.append(f"{heading} Paper claims: verdicts\n\n" + markdown_table(claims, CLAIM_COLUMNS))
     for s in sections:
         table = s.summary.get("table")
-        pivots = pivot_tables(table) if isinstance(table, list) else []
+        pivots = pivot_tables(table, chosen=True) if isinstance(table, list) else []
         if not pivots:
             continue
         where = f"`{s.rel}`" if s.rel else "this folder"
