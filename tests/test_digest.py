@@ -10,7 +10,7 @@ import pytest
 
 from varsmooth import cli
 from varsmooth.claims import claim, outperforms
-from varsmooth.digest import BEGIN, END, results_digest, sync_markdown
+from varsmooth.digest import BEGIN, END, marked_block, results_digest, sync_markdown
 from varsmooth.errors import InputError
 from varsmooth.io import write_json
 
@@ -104,3 +104,11 @@ def test_accuracy_cells_are_percent():
 
     assert percent_text({"mean": 0.95134, "std": 0.00131, "n": 3}) == "95.1 ± 0.1"
     assert percent_text({"mean": 0.95134, "std": 0.0, "n": 1}) == "95.1"  # one seed has no spread
+
+
+def test_readme_results_are_the_committed_data():
+    """The README's digest is exactly what the committed summaries in docs/results give: prose and data agree."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = marked_block(readme, name="README.md")
+    expected = "\n\n" + results_digest(ROOT / "docs" / "results").strip("\n") + "\n\n"
+    assert readme[start:end] == expected, "README is stale: run `varsmooth report docs/results --into README.md`"

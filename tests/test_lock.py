@@ -125,3 +125,36 @@ def test_varsmooth_train_on_a_held_folder_is_one_line_exit_2(other_process, caps
     assert len(err) == 1 and err[0].startswith(f"varsmooth: error: run folder {str(folder)!r} is in use"), err
     assert f"pid {proc.pid}" in err[0]
     assert sorted(p.name for p in folder.iterdir()) == before == [".lock"]  # nothing written
+
+
+def _open_files() -> list[str]:
+    """The paths this process has open (Linux /proc)."""
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor of the listing itself, closed by now
+            pass
+    return paths
+
+
+def test_a_failed_holder_write_closes_the_lock(tmp_path, monkeypatch):
+    """A full disk while recording the holder: the error goes up, the file is put back and no descriptor leaks
+    (a leaked one kept the lock, and the tmpfs of the disk-full test, busy)."""
+    import errno
+
+    import varsmooth.lock as lock
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    folder = tmp_path / "new" / "run"
+    monkeypatch.setattr(lock, "_write", full)
+    with pytest.raises(OSError, match="No space left"):
+        with hold(folder):
+            pass
+    assert not [f for f in _open_files() if str(tmp_path) in f]
+    assert not (tmp_path / "new").exists()  # the folders it made are gone with the lock file
+    monkeypatch.undo()
+    with hold(folder):  # it can be taken again, and it works
+        assert _held_elsewhere(folder)

@@ -144,13 +144,18 @@ def hold(
                 f"{what} {str(folder)!r} is in use by another varsmooth process ({who}); wait for it to finish "
                 "or use another --out"
             )
-        _write(fd, (_holder_line() + "\n").encode())
+        try:
+            _write(fd, (_holder_line() + "\n").encode())
+        except BaseException:  # e.g. a full disk: put the file back as it was and close it, then report
+            with contextlib.suppress(OSError):
+                _release(fd, path, folder, restore=before, created=created)
+            raise
         with _guard:
             _held[key] = [fd, 1]
-        if clean:
-            _clean_orphans(folder, name)
     bad_input = False
     try:
+        if clean and mine is None:
+            _clean_orphans(folder, name)
         yield folder
     except InputError:
         bad_input = True
