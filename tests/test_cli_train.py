@@ -52,7 +52,7 @@ def test_train_command_writes_a_run_folder(tmp_path, capsys):
     assert rc == 0, err
     assert "ivon: test acc" in stdout and "predictive" in stdout and "flip rate" in stdout
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "final.json", "checkpoint.pt",
-                                               "arrays.npz"}  # fmt: skip
+                                               "arrays.npz", ".lock"}  # fmt: skip
     cfg = read_json(out / "config.json")
     assert cfg["config"]["corruption"] == "pairflip:0.2" and cfg["seed"] == 1 and cfg["versions"]["torch"]
     final = read_json(out / "final.json")

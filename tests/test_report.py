@@ -313,7 +313,7 @@ def _comparison_summary(out: Path) -> dict:
 
 
 def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, tmp_path):
-    from varsmooth.report_tables import pivot_tables
+    from varsmooth.report_tables import percent_text, pivot_tables
 
     out = tmp_path / "copy"
     shutil.copytree(results_dir, out)
@@ -321,7 +321,7 @@ def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, 
     summary["figures"] = ["accuracy.png"]
     write_json(out / "noisy-accuracy" / "summary.json", summary)
     pivots = pivot_tables(summary["table"])
-    assert [p.title for p in pivots] == ["test accuracy", "test NLL", "test ECE"]
+    assert [p.title for p in pivots] == ["test accuracy %", "test NLL", "test ECE"]
     methods = ["ERM", "best LS", "best SAM", "IVON (mean)", "IVON (pred.)"]
     for pivot, key in zip(pivots, (None, "nll", "ece"), strict=True):
         assert pivot.columns == ["corruption", "protocol", *methods]
@@ -329,7 +329,8 @@ def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, 
         for row, bold in zip(pivot.rows, pivot.bold, strict=True):
             here = {r["method"]: r if key is None else r[key] for r in summary["table"]
                     if r["corruption"] == row["corruption"] and r["protocol"] == row["protocol"]}  # fmt: skip
-            assert {m: row[m] for m in methods} == {m: here[m]["text"] for m in methods}  # the summary's numbers
+            text = {m: percent_text(here[m]) if key is None else here[m]["text"] for m in methods}
+            assert {m: row[m] for m in methods} == text  # the summary's numbers
             best = (max if key is None else min)(here[m]["mean"] for m in methods)
             assert bold == {m for m in methods if here[m]["mean"] == best} and len(bold) == 1
     page = write_report(out).read_text(encoding="utf-8")
@@ -347,4 +348,16 @@ def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, 
     row, bold = pivots[0].rows[0], pivots[0].bold[0]
     cells = " | ".join(f"**{row[m]}**" if m in bold else row[m] for m in methods)
     assert f"| {row['corruption']} | {row['protocol']} | {cells} |" in md
-    assert md.index("**test accuracy**") < md.index("**test NLL**") < md.index("| method | alpha | noise |")
+    assert md.index("**test accuracy %**") < md.index("**test NLL**") < md.index("| method | alpha | noise |")
+
+
+def test_report_shows_the_failed_runs(tmp_path):
+    failures = [{"name": "sam_rho1e+30_s1", "reason": "TrainingDiverged: loss = nan", "last_good_epoch": 3,
+                 "attempts": 2}]  # fmt: skip
+    write_json(tmp_path / "summary.json", {"experiment": "noisy-accuracy", "runs_failed": 1, "runs_total": 12,
+                                           "failures": failures})  # fmt: skip
+    page = write_report(tmp_path).read_text()
+    assert "Failed runs" in page and "1 of 12 runs failed" in page
+    row = re.search(r"<table class=failed>.*?<tbody><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", row) == ["sam_rho1e+30_s1", "TrainingDiverged: loss = nan", "3", "2"]
+    assert "**Failed runs**" in (tmp_path / "results.md").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from varsmooth import cli
-from varsmooth.io import read_csv, read_json
+from varsmooth.io import read_csv, read_json, write_json
 from varsmooth.summary import format_table, summarize, summary_rows
 
 FAST = ["--epochs", "1", "--train-subset", "200", "--no-progress", "--device", "cpu", "--test-samples", "2"]
@@ -122,3 +122,16 @@ def test_demo_summary_rows_come_from_the_selected_runs(tmp_path, capsys):
     assert stdout.index(summary["headline"]) < stdout.index("claims (paper figure") < stdout.index("NOT TESTABLE")
     assert f"AUROC {summary['auroc_predictive']:.3f}" in stdout
     assert f"report: {out / 'report.html'}" in stdout
+
+
+def test_failed_runs_are_counted_and_listed(tmp_path):
+    failures = [{"name": "sam_rho1e+30_s0", "reason": "TrainingDiverged: training diverged at epoch 2, step 1",
+                 "last_good_epoch": 1, "attempts": 1, "file": "runs/sam_rho1e+30_s0/failure.json"}]  # fmt: skip
+    write_json(tmp_path / "summary.json", {"experiment": "noisy-accuracy", "runs_finished": 11, "runs_failed": 1,
+                                           "runs_total": 12, "failures": failures})  # fmt: skip
+    lines = summarize(tmp_path).splitlines()
+    k = next(i for i, line in enumerate(lines) if line.startswith("FAILED: 1 of 12 runs"))
+    assert lines[k + 1] == ("  sam_rho1e+30_s0: TrainingDiverged: training diverged at epoch 2, step 1 "
+                            "(last good epoch 1)")  # fmt: skip
+    write_json(tmp_path / "summary.json", {"experiment": "noisy-accuracy", "runs_failed": 0, "runs_total": 12})
+    assert "FAILED" not in summarize(tmp_path)

@@ -2,16 +2,19 @@
 
 Each subcommand lives in the module that owns the concept: that module provides ``add_arguments(parser)`` and
 ``main(args) -> int``, and is imported only when its subcommand runs. Bad input (:class:`InputError`, argparse
-errors) prints one line ``varsmooth: error: ...`` and exits with code 2, with no traceback.
+errors) and every operating-system error (disk full, read-only folder, a file in the way:
+:func:`varsmooth.errors.os_error_message`) print one line ``varsmooth: error: ...`` and exit with code 2, with no
+traceback. Exit code 1 is only for a training run that failed (diverged) and was recorded as such.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from .errors import InputError
+from .errors import InputError, os_error_message
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -55,11 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
     except InputError as err:
-        sys.stderr.write(f"varsmooth: error: {err}\n")
+        sys.stderr.write(f"varsmooth: error: {_one_line(str(err))}\n")
+        return 2
+    except BrokenPipeError:  # stdout closed early (`varsmooth ... | head -1`): stop quietly, as a shell tool does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured)
+            pass
+        return 141
+    except OSError as err:  # disk full, read-only folder, permissions, a file where a folder should be
+        sys.stderr.write(f"varsmooth: error: {os_error_message(err)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("varsmooth: interrupted\n")
         return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Atomic file writes and the metadata every run folder records.
+"""Atomic file writes, checked reads and the metadata every run folder records.
 
 Every file the library writes goes through :func:`atomic_write`: the content is written to a temporary file in the
 same folder, flushed, fsynced and renamed over the target, so a killed process never leaves a half-written file.
+The temporary file's name carries the host and process id (``.NAME.HOST.PID.XXXX.tmp``), so the next open of the
+folder (:func:`remove_orphaned_tmp`) removes those a killed process left. :func:`read_json` and :func:`read_csv`
+raise :class:`~varsmooth.errors.InputError` naming the file when it is empty, truncated or not what was expected.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ import io
 import json
 import os
 import platform
+import re
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import InputError, file_error
+
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
 @contextlib.contextmanager
@@ -25,7 +35,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[io.IOBase]
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = _mkstemp(path)
+    except OSError as err:
+        raise _named(err, path) from None
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
@@ -33,10 +46,23 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[io.IOBase]
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):  # a full disk: say which file
+            raise _named(err, path) from None
         raise
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` (the file being written), not its temporary file or none (a write on a full disk)."""
+    if err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
 
 
 def _umask() -> int:
@@ -56,9 +82,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_to_builtin) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, *, keys: tuple[str, ...] | None = None) -> Any:
+    """The JSON value in ``path``; with ``keys``, a JSON object holding at least those keys. InputError naming the
+    file when it is empty, truncated, not UTF-8 JSON or (with ``keys``) of another shape."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        what = "it is empty" if isinstance(err, json.JSONDecodeError) and not err.doc.strip() else (
+            f"not valid JSON ({type(err).__name__} at byte {getattr(err, 'pos', getattr(err, 'start', 0))})")
+        raise file_error(path, what) from None
+    except RecursionError:
+        raise file_error(path, "JSON nested too deeply") from None
+    if keys is not None:
+        if not isinstance(data, dict):
+            raise file_error(path, f"expected a JSON object, found a {type(data).__name__}")
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise file_error(path, f"the JSON object lacks {', '.join(missing)}")
+    return data
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -70,10 +112,18 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line. The whole file is rewritten atomically so a crash never leaves a partial line."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    atomic_write(path, old + json.dumps(record, default=_to_builtin) + "\n")
+    """Append one JSON line with one ``O_APPEND`` write, then fsync: never a read-modify-write, so lines of
+    concurrent writers can neither be lost nor repeated (the run folder's lock, :mod:`varsmooth.lock`, keeps
+    writers to one anyway)."""
+    line = (json.dumps(record, default=_to_builtin) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(line)
+        while view:  # a regular file takes the whole line at once; loop only for the rare short write
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def versions() -> dict[str, str]:
@@ -122,5 +172,48 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str] | No
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     import csv
 
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise file_error(path, f"not a UTF-8 CSV file ({type(err).__name__})") from None
+
+
+def check_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` as a Path when it can be an output folder (absent, or a folder); InputError when it, or a folder
+    above it, is a file. Nothing is created."""
+    path = Path(path).expanduser()
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "" if p == path else f": {str(p)!r} is a file"
+                raise InputError(f"{flag} {str(path)!r} is not a folder{where}; give a folder path")
+            break
+    return path
+
+
+def remove_orphaned_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_open` in ``folder`` (not below) whose process on this host no
+    longer runs (a killed write); returns what was removed. Files of other hosts and of live processes stay."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            m = _TMP.match(entry.name)
+            if m is None or m["host"] != _HOST or _alive(int(m["pid"])) or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

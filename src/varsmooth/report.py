@@ -253,6 +253,11 @@ def _load(s: Section) -> None:
     s.title = s.title or s.rel or s.path.name
 
 
+def experiment_sections(out_dir: str | os.PathLike) -> list[Section]:
+    """The experiment folders under ``out_dir`` (``out_dir`` included), each loaded, in the paper's order."""
+    return _paper_order(_scan(Path(out_dir).expanduser()))
+
+
 def _paper_order(sections: list[Section]) -> list[Section]:
     """The output folder first, then experiments in the paper's order (recorded in their config.json), then the
     rest by path."""
@@ -347,6 +352,13 @@ def _headline(s: Section) -> str:
     return text.strip() if isinstance(text, str) else ""
 
 
+def _failure_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The "failed runs" table of a sweep: ``summary.json["failures"]`` (written by the sweep experiments)."""
+    failures = summary.get("failures") if isinstance(summary.get("failures"), list) else []
+    return [{"name": f.get("name", ""), "reason": f.get("reason", ""), "last good epoch": f.get("last_good_epoch", ""),
+             "attempts": f.get("attempts", "")} for f in failures if isinstance(f, Mapping)]  # fmt: skip
+
+
 def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
     """(HTML, Markdown) of one section: its claims and verdicts, the pivots, the main figure then the others;
     the full results table, summary values, config and versions last, collapsed."""
@@ -365,6 +377,13 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
         h.append(f'<p class="desc">{html.escape(s.description)}</p>')
         md.append(f"{s.description}\n")
     h += [f'<p class="problem">{html.escape(p)}</p>' for p in s.problems]
+    failed = _failure_rows(s.summary)
+    if failed:
+        cols = ["name", "reason", "last good epoch", "attempts"]
+        note = f"{len(failed)} of {s.summary.get('runs_total', '?')} runs failed; selection and tables leave them out"
+        h.append(f'<h3 class="problem">Failed runs</h3><p class="note">{html.escape(note)}</p>'
+                 + _html_table(failed, cols, "failed"))  # fmt: skip
+        md.append(f"**Failed runs** ({note})\n\n" + markdown_table(failed, cols))
     claims = [{k: v for k, v in r.items() if k != "experiment"} for r in claim_rows([(s.title, s.summary)])]
     if claims:
         h.append(claims_table_html(claims, CLAIM_COLUMNS[1:]))

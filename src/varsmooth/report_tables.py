@@ -67,7 +67,7 @@ def claims_section_html(rows: Sequence[Mapping[str, str]]) -> str:
 # pivots: setting x method of a comparison's selected runs
 
 # (pivot title, key of the metric in a summary table row (None: the row itself), higher is better)
-PIVOT_METRICS = (("test accuracy", None, True), ("test NLL", "nll", False), ("test ECE", "ece", False))
+PIVOT_METRICS = (("test accuracy %", None, True), ("test NLL", "nll", False), ("test ECE", "ece", False))
 # what the two selection protocols of a comparison mean (docs/design.md, "Selection protocols")
 PROTOCOLS = {
     "paper": "baselines at their best grid value on the test set, IVON at fixed settings",
@@ -88,10 +88,20 @@ class Pivot:
     means: list[dict[str, float]] = field(default_factory=list)
 
 
-def pivot_tables(table: Sequence[Mapping[str, Any]]) -> list[Pivot]:
+def percent_text(cell: Mapping[str, Any]) -> str:
+    """An accuracy cell ``{mean, std, n}`` (fractions) in percent: ``"95.1 ± 0.3"`` (``"95.1"`` for one seed)."""
+    text = f"{100 * cell['mean']:.1f}"
+    std = cell.get("std")
+    if isinstance(std, int | float) and cell.get("n", 1) > 1:
+        text += f" ± {100 * std:.1f}"
+    return text
+
+
+def pivot_tables(table: Sequence[Mapping[str, Any]], *, chosen: bool = False) -> list[Pivot]:
     """Pivots of a comparison's summary ``table`` rows (``{setting, protocol, method, chosen, mean, std, n, text,
     nll, ece}``, :func:`varsmooth.experiments._compare.compare_table`): one row per (setting, protocol), one column
-    per method, cells ``mean ± std`` over seeds; one pivot per metric of :data:`PIVOT_METRICS` present. The best
+    per method, cells ``mean ± std`` over seeds, accuracy in percent (with ``chosen``, followed by the chosen
+    hyperparameter: ``95.1 ± 0.1 (alpha=0.5)``); one pivot per metric of :data:`PIVOT_METRICS` present. The best
     mean of each row (max accuracy, min NLL and ECE) is marked in ``bold``. [] for rows of another shape."""
     rows = [r for r in table if isinstance(r, Mapping) and {"protocol", "method", "mean"} <= set(r)]
     if not rows:
@@ -113,7 +123,10 @@ def pivot_tables(table: Sequence[Mapping[str, Any]]) -> list[Pivot]:
                 pivot.rows.append(dict(zip(keys, rk, strict=True)))
                 pivot.means.append({})
             i = index[rk]
-            pivot.rows[i][str(r["method"])] = str(c.get("text") or f"{c['mean']:.4g}")
+            text = percent_text(c) if key is None else str(c.get("text") or f"{c['mean']:.4g}")
+            if chosen and r.get("chosen") not in (None, "", "-"):
+                text += f" ({r['chosen']})"
+            pivot.rows[i][str(r["method"])] = text
             pivot.means[i][str(r["method"])] = float(c["mean"])
         for means in pivot.means:
             best = (max if higher else min)(means.values())
@@ -124,7 +137,7 @@ def pivot_tables(table: Sequence[Mapping[str, Any]]) -> list[Pivot]:
 
 def pivot_markdown(pivot: Pivot) -> str:
     """A pivot as a Markdown table with the best cell of each row in ``**bold**``."""
-    head = ["| " + " | ".join(pivot.columns) + " |", "|" + "|".join(" --- |" for _ in pivot.columns)]
+    head = ["| " + " | ".join(pivot.columns) + " |", "| " + " | ".join("---" for _ in pivot.columns) + " |"]
     body = [
         "| " + " | ".join(f"**{r.get(c, '')}**" if c in bold else r.get(c, "") for c in pivot.columns) + " |"
         for r, bold in zip(pivot.rows, pivot.bold, strict=True)

@@ -7,7 +7,8 @@
   hyperparameter), with test NLL and ECE averaged over seeds from ``results.csv`` at the chosen setting (else the
   rows' own ``nll`` / ``ece``); for a demo folder without a ``table`` its selected ERM / LS / IVON runs
   (``runs/<name>/final.json``); then the detector's AUROC / AP where there is one, the experiment's one-sentence
-  ``headline`` where it states one, then one line per claim in ``summary.json["claims"]``;
+  ``headline`` where it states one, then one line per claim in ``summary.json["claims"]``; a sweep with failed
+  runs says how many and lists them (``runs_failed``, ``failures``);
 - a train run folder (``final.json``, ``config.json``): one row (two for IVON: at the mean and predictive).
 
 Accuracies are shown in percent (mean ± std over seeds where there are several); NLL in nats; ECE as a fraction.
@@ -238,6 +239,19 @@ def summary_rows(folder: str | os.PathLike) -> list[dict[str, str]]:
     return []
 
 
+def _failure_lines(folder: Path, summary: dict) -> list[str]:
+    """A sweep's failed runs (``summary.json``: ``runs_failed``, ``failures``): a count, then one line per run."""
+    failures = [f for f in summary.get("failures") or [] if isinstance(f, Mapping)]
+    if not summary.get("runs_failed") and not failures:
+        return []
+    total = summary.get("runs_total", "?")
+    out = [f"FAILED: {summary.get('runs_failed', len(failures))} of {total} runs (left out of selection and tables; "
+           f"{folder / 'summary.json'}; --retry-failed runs them again):"]  # fmt: skip
+    for f in failures:
+        out.append(f"  {f.get('name', '?')}: {f.get('reason', '')} (last good epoch {f.get('last_good_epoch', '?')})")
+    return out
+
+
 def summarize(folder: str | os.PathLike, *, report: str | os.PathLike | None = None) -> str:
     """The terminal summary of an experiment or train run folder: the table, detector and claim lines, and the
     report's path (``report``, default ``folder/report.html`` when it exists). Reads files only."""
@@ -253,6 +267,7 @@ def summarize(folder: str | os.PathLike, *, report: str | os.PathLike | None = N
     if table:
         parts.append(table)
     parts += _detector_lines(folder, summary)
+    parts += _failure_lines(folder, summary)
     if isinstance(summary.get("headline"), str) and summary["headline"].strip():
         parts.append(summary["headline"].strip())
     claims = [c for c in summary.get("claims") or [] if isinstance(c, Mapping)]

@@ -122,8 +122,28 @@ def test_mismatched_config_is_refused_and_nothing_changes(mnist, tmp_path):
     with pytest.raises(InputError, match="different config.*rho"):
         train(_cfg("sam", epochs=2, schedule_epochs=4, rho=0.1), tmp_path, data=mnist)
     with pytest.raises(InputError, match="schedule_epochs"):
-        train(_cfg("sam", epochs=2, schedule_epochs=None), tmp_path, data=mnist)
+        train(_cfg("sam", epochs=2, schedule_epochs=8), tmp_path, data=mnist)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_epochs_grow_under_the_default_schedule(mnist, tmp_path):
+    # the schedule keeps the length it was resolved with: 2 epochs, then 3 == a lone 3-epoch run of a 2-epoch schedule
+    grown_dir, lone_dir = tmp_path / "grown", tmp_path / "lone"
+    train(_cfg("erm", epochs=2, schedule_epochs=None, milestones=None), grown_dir, data=mnist)
+    grown = train(_cfg("erm", epochs=3, schedule_epochs=None, milestones=None), grown_dir, data=mnist)
+    saved = read_json(grown_dir / "config.json")["config"]
+    assert grown.config.schedule_epochs == saved["schedule_epochs"] == 2 and saved["epochs"] == 3
+    lone = train(_cfg("erm", epochs=3, schedule_epochs=2, milestones=None), lone_dir, data=mnist)
+    _assert_same_run(lone, grown, lone_dir, grown_dir)
+    again = train(_cfg("erm", epochs=3, schedule_epochs=None, milestones=None), grown_dir, data=mnist)  # finished
+    assert again.config.schedule_epochs == 2 and _strip(again.history) == _strip(grown.history)
+
+
+def test_run_failing_before_its_first_checkpoint_leaves_nothing(mnist, tmp_path):
+    cfg = _cfg("erm", lr=1e30, schedule_epochs=None)  # diverges in epoch 1
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        train(cfg, tmp_path / "new" / "run", data=mnist)
+    assert not (tmp_path / "new").exists()  # no config.json, no empty metrics.jsonl, no folders
 
 
 def test_eval_every_skips_test_evaluation_but_not_training(mnist, tmp_path):
@@ -148,8 +168,9 @@ def test_finished_run_is_not_trained_again(mnist, tmp_path):
 def test_divergence_stops_and_keeps_last_good_checkpoint(method, mnist, tmp_path):
     # epoch 1 trains normally; from epoch 2 the step schedule multiplies the learning rate by 1e12
     cfg = _cfg(method, schedule="step", milestones=[1], lr_decay=1e12, warmup_epochs=0.0)
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2.*last good checkpoint \(epoch 1\)"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2.*last good checkpoint \(epoch 1\)") as err:
         train(cfg, tmp_path, data=mnist)
+    assert err.value.last_good_epoch == 1  # what a sweep records in failure.json
     ck = load(tmp_path / "checkpoint.pt")
     assert ck.epoch == 1 and all(torch.isfinite(t).all() for t in ck.model.values())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1

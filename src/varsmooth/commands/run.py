@@ -1,8 +1,12 @@
-"""``varsmooth run [EXPERIMENT] [--preset P] [--data-dir D] [--seeds S ...] [--set key=value ...] --out DIR``."""
+"""``varsmooth run [EXPERIMENT] [--preset P] [--data-dir D] [--seeds S ...] [--set key=value ...] --out DIR``.
+
+Exit code 0, 2 for bad input (one line), 1 when runs of the sweep failed and were recorded (one line: how many of
+how many; they are listed in ``OUT/summary.json``); ``--retry-failed`` runs them again."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import experiments as ex
@@ -24,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT-PRESET)")
     p.add_argument("--jobs", type=int, default=1, help="independent runs of a sweep in parallel processes")
     p.add_argument("--shard", default="0/1", help="i/n: run only every n-th configuration of a sweep, from i")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run a sweep's failed runs again (by default a re-run skips them: training is deterministic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -38,9 +44,14 @@ def main(args: argparse.Namespace) -> int:
     cfg = ex.resolve_preset(exp_id, preset, overrides)  # every check happens before anything is written
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
-    runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress)
+    runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,
+                         retry_failed=args.retry_failed)  # fmt: skip
     out = Path(args.out or f"runs/{exp_id}-{preset}")
-    ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
+    summary = ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
     # the answer on stdout (progress bars are on stderr, so stdout can be piped)
     print(summarize(out))
+    if summary.get("runs_failed"):  # recorded failures: exit 1 (2 is for bad input)
+        sys.stderr.write(f"varsmooth: error: {summary['runs_failed']} of {summary.get('runs_total', '?')} runs "
+                         f"failed (see {out / 'summary.json'})\n")  # fmt: skip
+        return 1
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import check_folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.top < 0:
         raise InputError(f"--top must be >= 0, got {args.top}")
+    check_folder(args.out)  # a file in the way: refused before the (slow) scoring
     scored = score_checkpoint(
         args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, samples=args.samples,
         batch_size=args.batch_size, seed=args.seed, device=args.device,

@@ -13,12 +13,13 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data import LabeledData
-from ..engine import TrainConfig, build, predict_split, prepare
+from ..engine import MAX_INT, TrainConfig, build, check_device, predict_split, prepare, resolve_config
 from ..engine import checkpoint as ckpt
 from ..errors import InputError
 from .scores import ScoreAccumulator, all_scores
@@ -172,8 +173,20 @@ def score_checkpoint(
     split, all seeded), so the labels are those it trained on (checked against the checkpoint's fingerprint).
     ``dataset`` (a different name) scores that dataset's whole training split with its own labels instead.
     """
+    for name, value, lo in (("samples", samples, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_INT:
+            raise InputError(f"{name}={value!r} is not allowed; it must be an integer in [{lo}, {MAX_INT}]")
+    if device != "auto":
+        check_device(device)
     saved = ckpt.load(path)
-    cfg = TrainConfig.from_dict(dict(saved.config))
+    file = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
+    if not isinstance(saved.config, dict):
+        raise InputError(f"{file}: field 'config' must be a mapping; the checkpoint is corrupt or foreign")
+    try:
+        cfg = TrainConfig.from_dict(dict(saved.config))
+        ckpt.validate(saved, resolve_config(cfg), file)
+    except InputError as err:
+        raise InputError(str(err) if str(file) in str(err) else f"{file}: {err}") from None
     if not cfg.method.startswith("ivon"):
         allowed = "ivon or ivon-fixed-h"
         raise InputError(f"the checkpoint is a {cfg.method!r} run; scoring needs an IVON run ({allowed})")
@@ -181,11 +194,12 @@ def score_checkpoint(
         cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
     same_data = dataset is None or dataset == cfg.dataset
     if not same_data:  # another dataset: all of its training split, with its own labels
-        cfg = dataclasses.replace(cfg, dataset=dataset, noise="none", noisy_labels=None, train_subset=None,
+        cfg = dataclasses.replace(cfg, dataset=dataset, corruption="none", noisy_labels=None, train_subset=None,
                                   val_fraction=0.0)  # fmt: skip
     run = prepare(cfg)
     if same_data and saved.labels not in (None, ckpt.labels_fingerprint(run.labels, run.pool_index)):
-        raise InputError(f"the data under {cfg.data_dir} differ from those the checkpoint was trained on")
+        where = f" under {cfg.data_dir}" if cfg.data_dir else ""
+        raise InputError(f"the {cfg.dataset} labels{where} differ from those {file} was trained on (fingerprint)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

@@ -15,10 +15,19 @@ from .evaluation import noise_summary, predict_split
 from .methods import METHODS, Method, StepOutput, build_method, method_defaults
 from .rundata import RunData, prepare, seed_int
 from .train import TrainingDiverged, TrainResult, TrainState, build, train
-from .trainconfig import HESSIAN_HORIZON, TrainConfig, finalize_config, hessian_horizon_beta2, resolve_config
+from .trainconfig import (
+    HESSIAN_HORIZON,
+    MAX_INT,
+    TrainConfig,
+    check_device,
+    finalize_config,
+    hessian_horizon_beta2,
+    resolve_config,
+)
 
 __all__ = [
-    "TrainConfig", "resolve_config", "finalize_config", "hessian_horizon_beta2", "HESSIAN_HORIZON",
+    "TrainConfig", "resolve_config", "finalize_config", "hessian_horizon_beta2", "HESSIAN_HORIZON", "MAX_INT",
+    "check_device",
     "train", "TrainResult", "TrainState", "TrainingDiverged", "build",
     "METHODS", "Method", "StepOutput", "build_method", "method_defaults",
     "RunData", "prepare", "seed_int",

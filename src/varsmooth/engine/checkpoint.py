@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, os_error_message
 from ..io import torch_save
 from .methods import Method
 
@@ -64,13 +64,63 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if not file.is_file():
         raise InputError(f"no checkpoint at {path}: give a run folder holding checkpoint.pt, or the file")
     try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated / not a torch file / refused by weights_only
-        why = type(err).__name__  # torch's own messages are long and suggest unsafe loading
-        raise InputError(f"cannot read checkpoint {file} ({why}): a truncated or corrupt file?") from None
+        f = open(file, "rb")  # noqa: SIM115 - closed below; OS errors (permissions) are told apart from corruption
+    except OSError as err:
+        raise InputError(os_error_message(err)) from None
+    try:
+        with f:
+            saved = torch.load(f, map_location="cpu", weights_only=True)  # always: a checkpoint never runs code
+    except Exception as err:  # truncated / empty / not a torch file / refused by weights_only
+        why = type(err).__name__  # torch's own text is long and suggests unsafe loading: never shown
+        raise InputError(
+            f"cannot read checkpoint {file} ({why}): a truncated, empty or foreign file; delete it to start the run "
+            "again"
+        ) from None
     if not isinstance(saved, dict) or not {"config", "epoch", "model", "method"} <= set(saved):
         raise InputError(f"{file} is not a varsmooth training checkpoint (needs config, epoch, model and method)")
     return Checkpoint.from_dict(saved)
+
+
+def validate(ck: Checkpoint, cfg: Any, file: str | Path) -> None:
+    """Check every field of a loaded checkpoint against the run's resolved config ``cfg`` before any is used:
+    the format, a non-negative integer ``epoch`` no later than ``cfg.epochs``, a history of one record per
+    finished epoch, tensors where tensors belong, one learning rate per parameter group. InputError naming
+    ``file`` and the field otherwise (the weights' keys and shapes are checked by :func:`restore`)."""
+
+    def bad(field_name: str, allowed: str) -> InputError:
+        return InputError(f"{file}: field {field_name!r} {allowed}; the checkpoint is corrupt or foreign, delete it")
+
+    if not isinstance(ck.format, int) or isinstance(ck.format, bool) or ck.format != FORMAT:
+        raise bad("format", f"must be {FORMAT}, got {ck.format!r}")
+    if not isinstance(ck.config, dict):
+        raise bad("config", "must be a mapping")
+    epoch = ck.epoch
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise bad("epoch", f"must be an integer >= 0, got {epoch!r}")
+    if epoch > cfg.epochs:
+        raise InputError(f"{Path(file).parent} holds a run already at epoch {epoch} > epochs={cfg.epochs}; "
+                         f"give epochs >= {epoch} or another --out")  # fmt: skip
+    if not isinstance(ck.model, dict) or not all(isinstance(v, torch.Tensor) for v in ck.model.values()):
+        raise bad("model", "must map parameter names to tensors")
+    if not isinstance(ck.method, dict) or not isinstance(ck.method.get("base_lrs"), list):
+        raise bad("method", "must hold the optimizer state and base_lrs")
+    lrs = ck.method["base_lrs"]
+    if not lrs or not all(isinstance(v, float | int) and not isinstance(v, bool) and v >= 0 for v in lrs):
+        raise bad("method.base_lrs", f"must be a list of learning rates >= 0, got {lrs!r}")
+    rng_keys = {"torch", "numpy", "python", "generators"}
+    if not isinstance(ck.rng, list) or not all(isinstance(r, dict) and rng_keys <= set(r) for r in ck.rng):
+        raise bad("rng", "must be a list of random states (torch, numpy, python, generators)")
+    history = ck.history
+    if not isinstance(history, list) or len(history) != epoch:
+        raise bad("history", f"must hold one record per finished epoch ({epoch})")
+    if not all(isinstance(h, dict) and h.get("epoch") == i + 1 for i, h in enumerate(history)):
+        raise bad("history", "must hold the records of epochs 1, 2, ... in order")
+    if ck.data_order is not None and not isinstance(ck.data_order, torch.Tensor):
+        raise bad("data_order", "must be a tensor")
+    if not isinstance(ck.schedule, dict) or not isinstance(ck.callbacks, list):
+        raise bad("schedule" if not isinstance(ck.schedule, dict) else "callbacks", "has the wrong type")
+    if ck.labels is not None and not isinstance(ck.labels, str):
+        raise bad("labels", "must be a fingerprint string")
 
 
 def restore(
@@ -85,23 +135,38 @@ def restore(
 ) -> None:
     """Load ``ckpt`` into a freshly built ``model`` and ``method``; with ``generators``, also every random state
     of data-parallel rank ``rank`` and the states of ``callbacks``. InputError when the model does not fit."""
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in own if k not in ckpt.model]
+    problems += [f"unexpected {k}" for k in ckpt.model if k not in own]
+    for k, v in own.items():
+        if k in ckpt.model and tuple(ckpt.model[k].shape) != tuple(v.shape):
+            problems.append(f"{k} has shape {tuple(ckpt.model[k].shape)}, the model {tuple(v.shape)}")
+    if problems:
+        model_name = ckpt.config.get("model")
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError(f"the checkpoint's weights do not fit the {model_name!r} model built for these data: "
+                         f"{'; '.join(problems[:3])}{more}")  # fmt: skip
     try:
         model.load_state_dict(ckpt.model)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        model_name = ckpt.config.get("model")
-        raise InputError(
-            f"the checkpoint's weights do not fit the {model_name!r} model built for these data: {first}"
-        ) from None
-    method.load_state_dict(ckpt.method)
+        raise InputError(f"the checkpoint's weights do not fit the model ({type(err).__name__})") from None
+    try:
+        method.load_state_dict(ckpt.method)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        raise InputError(f"the checkpoint's optimizer state does not fit this run ({type(err).__name__}); "
+                         "the checkpoint is corrupt or foreign, delete it") from None  # fmt: skip
     if generators is None:
         return
     if len(ckpt.rng) != world_size:
         raise InputError(f"checkpoint was written by {len(ckpt.rng)} processes; this run has {world_size}")
-    set_rng_state(ckpt.rng[rank], generators)
-    for cb, state in zip(callbacks, ckpt.callbacks, strict=False):
-        if state is not None and hasattr(cb, "load_state_dict"):
-            cb.load_state_dict(state)
+    try:
+        set_rng_state(ckpt.rng[rank], generators)
+        for cb, state in zip(callbacks, ckpt.callbacks, strict=False):
+            if state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        raise InputError(f"the checkpoint's random or callback state is unreadable ({type(err).__name__}); "
+                         "the checkpoint is corrupt or foreign, delete it") from None  # fmt: skip
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict:

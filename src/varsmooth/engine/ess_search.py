@@ -33,8 +33,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, file_error
 from ..io import atomic_write, read_json, write_json
+from ..lock import hold
 from .trainconfig import RESUME_FREE
 
 __all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
@@ -81,9 +82,13 @@ def _finished_rungs(state_file: Path, cfg, factors: list[float]) -> list[dict]:
     """The rungs a previous call of the same search recorded in ``state_file`` ([] if none or another search)."""
     if not state_file.exists():
         return []
-    state = read_json(state_file)
+    state = read_json(state_file, keys=("config", "grid", "rungs"))  # InputError naming the file when foreign
+    rungs = state["rungs"]
+    if not isinstance(rungs, list) or not all(isinstance(r, dict) and {"epochs", "scores", "kept"} <= set(r)
+                                              for r in rungs):  # fmt: skip
+        raise file_error(state_file, "its rungs are not a list of {epochs, scores, kept}")
     same = state.get("config") == _fingerprint(cfg) and state.get("grid") == [f"{f:g}" for f in factors]
-    return list(state.get("rungs", [])) if same else []
+    return list(rungs) if same else []
 
 
 def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged) -> dict[str, dict]:
@@ -93,7 +98,8 @@ def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callback
         folder = root / SEARCH_DIR / f"f{f:g}"
         try:
             cand = _candidate(cfg, f, n_train, epochs)
-            metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
+            with hold(folder, what="ess-search candidate folder"):
+                metrics = run_fn(cand, folder, callbacks=copy.deepcopy(list(callbacks)), warn=False).metrics
             scores[f"{f:g}"] = {k: metrics.get(k) for k in SCORED}
         except diverged as err:
             scores[f"{f:g}"] = {**dict.fromkeys(SCORED), "diverged": str(err)}

@@ -10,14 +10,20 @@ a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``.
 A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``metrics.jsonl``, ``checkpoint.pt``,
 ``final.json`` (final metrics, realised corruption rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
 flip mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
-checkpoint resumes from it when the config matches (``epochs`` may grow; the options in ``RESUME_FREE`` -- device,
-progress, data_dir, num_workers, eval_batch_size, eval_every -- may change) and raises :class:`InputError`
-otherwise. Nothing is written before every input has been checked. Under ``torchrun`` (``WORLD_SIZE`` > 1) see
-:mod:`varsmooth.parallel`.
+checkpoint resumes from it when the config matches and raises :class:`InputError` otherwise. The options in
+``RESUME_FREE`` -- device, progress, data_dir, num_workers, eval_batch_size, eval_every -- may change, and
+``epochs`` may grow: the schedule keeps the length it was resolved with (``schedule_epochs``, recorded in the
+config), so the extra epochs continue at the schedule's last learning rate (give ``schedule_epochs`` explicitly
+for a longer schedule in a new folder). The checkpoint is checked against the config before use
+(:func:`varsmooth.engine.checkpoint.validate`). Nothing is written before every input has been checked:
+``config.json`` and ``metrics.jsonl`` are written with the first checkpoint, and a run that fails before it
+leaves nothing behind. The folder is locked for the run (:mod:`varsmooth.lock`, by rank 0): a second process on it
+gets InputError naming the holder. Under ``torchrun`` (``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,8 +42,9 @@ from tqdm.auto import tqdm
 
 from ..data import LabeledData
 from ..data.transforms import augment_batch
-from ..errors import InputError
-from ..io import append_jsonl, atomic_open, read_json, versions, write_json
+from ..errors import InputError, os_errors
+from ..io import append_jsonl, atomic_open, check_folder, read_json, versions, write_json
+from ..lock import hold
 from ..models import build_model
 from . import checkpoint as ckpt
 from .checkpoint import Checkpoint
@@ -53,7 +60,9 @@ __all__ = ["TrainResult", "TrainState", "TrainingDiverged", "build", "train"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the parameters became NaN/inf; the last good checkpoint is kept."""
+    """The loss or the parameters became NaN/inf; the last good checkpoint is kept (``last_good_epoch``, 0: none)."""
+
+    last_good_epoch: int = 0
 
 
 @dataclass
@@ -123,10 +132,12 @@ def _diverged(cfg: TrainConfig, epoch: int, step: int, what: str, out: Path | No
         if out is not None and last_good > 0
         else "; no checkpoint was written"
     )
-    return TrainingDiverged(
+    err = TrainingDiverged(
         f"training diverged at epoch {epoch + 1}, step {step + 1}: {what} "
         f"(method {cfg.method}, lr {cfg.lr}){kept}; lower the learning rate"
     )
+    err.last_good_epoch = last_good
+    return err
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
@@ -155,20 +166,48 @@ def train(
     InputError (bad input, nothing written) and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint
     stays).
     """
-    cfg = resolve_config(cfg)  # a checked copy: every value is checked before the (slow) data load
-    if data is not None:
-        cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
-    run = prepare(cfg, data)
-    cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
-    out = None if out is None else Path(out)
+    with os_errors():  # a full disk, a read-only folder: one InputError naming the file
+        out = None if out is None else check_folder(out)
+        cfg = resolve_config(_schedule_of_resumed(cfg, out))  # a checked copy, before the (slow) data load
+        if data is not None:
+            cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
+        run = prepare(cfg, data)
+        cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
+        return _train_or_search(cfg, out, run, callbacks, model_factory)
 
+
+def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
+    """``cfg`` with the schedule length of the run in ``out`` when none was given: a resume with more epochs (or
+    the same command again after one) does not stretch the schedule (its length is recorded as ``schedule_epochs``)."""
+    if out is None or cfg.schedule_epochs is not None or not (out / "config.json").is_file():
+        return cfg
+    saved = read_json(out / "config.json", keys=("config",))["config"]
+    if not isinstance(saved, dict):
+        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
+    length = saved.get("schedule_epochs")
+    if isinstance(length, int) and not isinstance(length, bool):
+        return dataclasses.replace(cfg, schedule_epochs=length)
+    return cfg
+
+
+def _train_or_search(
+    cfg: TrainConfig,
+    out: Path | None,
+    run: RunData,
+    callbacks: Sequence[Callback],
+    model_factory: Callable[[], nn.Module] | None = None,
+) -> TrainResult:
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
         return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn,
                           model_factory)
 
-    if cfg.method.startswith("ivon") and cfg.ess == "auto":
-        return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
-    return run_fixed(cfg, out)
+    # the run folder's lock (varsmooth.lock) for the whole run, ess search included; rank 0 only (other ranks are
+    # other processes and write nothing)
+    locked = out is not None and int(os.environ.get("RANK", "0")) == 0
+    with hold(out, what="run folder") if locked else contextlib.nullcontext():
+        if cfg.method.startswith("ivon") and cfg.ess == "auto":
+            return search_ess(cfg, len(run.train_pos), out, run_fixed, callbacks=callbacks, diverged=TrainingDiverged)
+        return run_fixed(cfg, out)
 
 
 def _train_run(
@@ -181,9 +220,12 @@ def _train_run(
     saved_config = None  # what the folder says it holds (a run stopped before its first checkpoint: config.json)
     if out is not None and (out / "checkpoint.pt").exists():
         saved = ckpt.load(out / "checkpoint.pt")
+        ckpt.validate(saved, cfg, out / "checkpoint.pt")  # every field, before any is used
         saved_config = saved.config
     elif out is not None and (out / "config.json").exists():
-        saved_config = read_json(out / "config.json").get("config", {})
+        saved_config = read_json(out / "config.json", keys=("config",))["config"]
+    if saved_config is not None and not isinstance(saved_config, dict):
+        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
     if saved_config is not None:
         diff = _config_diff(saved_config, cfg.to_dict())
         if diff:
@@ -194,14 +236,45 @@ def _train_run(
     if saved is not None:
         if saved.labels is not None and saved.labels != ckpt.labels_fingerprint(run.labels, run.pool_index):
             raise InputError(f"{out} holds a run trained on different labels; use another --out")
-        if saved.epoch > cfg.epochs:
-            raise InputError(f"{out} holds a run already at epoch {saved.epoch} > epochs={cfg.epochs}")
 
     dist = init_from_env(device)
+    before, absent = _files(out), _absent(out)
     try:
         return _train(cfg, out, run, device, dist, saved, callbacks, record, warn, model_factory)
+    except BaseException:
+        _remove_partial(out, before, absent)
+        raise
     finally:
         dist.close()
+
+
+def _files(out: Path | None) -> set[str] | None:
+    """The names in ``out`` (None: absent)."""
+    return None if out is None or not out.is_dir() else set(os.listdir(out))
+
+
+def _absent(out: Path | None) -> list[Path]:
+    """``out`` and its parents that do not exist yet, deepest first (what a failed run removes again if empty)."""
+    if out is None:
+        return []
+    return [p for p in (out, *out.parents) if not p.exists()]
+
+
+def _remove_partial(out: Path | None, before: set[str] | None, absent: list[Path]) -> None:
+    """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote and the
+    folders it made (``absent``, when empty), so a failed command leaves nothing behind. A run with a checkpoint is
+    kept."""
+    if out is None or not out.is_dir() or (out / "checkpoint.pt").exists():
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        if before is None or name not in before:
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+    for folder in absent:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def build(
@@ -217,13 +290,19 @@ def build(
     of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise."""
     dist = dist or DistContext()
     data = run.data
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        if model_factory is not None:
-            model = model_factory()
-        else:
-            model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
-    model = model.to(device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            if model_factory is not None:
+                model = model_factory()
+            else:
+                model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
+        model = model.to(device)
+    except (MemoryError, RuntimeError) as err:  # e.g. model_options hidden=[10**11]
+        if not isinstance(err, MemoryError | torch.OutOfMemoryError) and "allocate" not in str(err):
+            raise
+        raise InputError(f"model {cfg.model!r} with model_options={cfg.model_options} does not fit in memory on "
+                         f"{device}; make it smaller") from None  # fmt: skip
     dist.broadcast_model(model)
     method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
                           dist=dist, generator=generator)  # fmt: skip
@@ -252,21 +331,12 @@ def _train(
                      callbacks=callbacks)  # fmt: skip
         history, start = list(saved.history), int(saved.epoch)
     main = dist.is_main
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out / "config.json",
-            {
-                "config": cfg.to_dict(),
-                "seed": cfg.seed,
-                "versions": versions(),
-                "world_size": dist.world_size,
-                "corruption": run.corruption,
-                **record,
-            },
-        )
-        with atomic_open(out / "metrics.jsonl", "w") as f:  # the history up to the checkpoint, nothing after it
-            f.writelines(json.dumps(h) + "\n" for h in history)
+    header = {"config": cfg.to_dict(), "seed": cfg.seed, "versions": versions(), "world_size": dist.world_size,
+              "corruption": run.corruption, **record}  # fmt: skip
+    unwritten = out is not None and main  # config.json and metrics.jsonl: with the first checkpoint
+    if unwritten and saved is not None:  # resumed: the config may say more epochs now
+        _write_header(out, header, history)
+        unwritten = False
 
     train_pos = torch.from_numpy(run.train_pos)
     labels = torch.from_numpy(run.labels)
@@ -334,6 +404,9 @@ def _train(
             for cb in callbacks:
                 cb(epoch + 1, state)
         rngs = dist.gather_objects(ckpt.rng_state(gens))
+        if unwritten:
+            _write_header(out, header, history[:-1])
+            unwritten = False
         if out is not None and main:
             ckpt.save(
                 out / "checkpoint.pt",
@@ -353,6 +426,14 @@ def _train(
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
     return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs, warn)
+
+
+def _write_header(out: Path, header: dict, history: list[dict]) -> None:
+    """``config.json`` and ``metrics.jsonl`` (the history up to the checkpoint, nothing after it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", header)
+    with atomic_open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
 
 
 class _Batches(torch.utils.data.Dataset):

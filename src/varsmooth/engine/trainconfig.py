@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +23,11 @@ from .schedules import ScheduleUnit, parse_schedule
 
 __all__ = [
     "TrainConfig", "resolve_config", "finalize_config", "hessian_horizon_beta2", "RESUME_FREE", "HESSIAN_HORIZON",
-    "DEFAULT_ESS_FACTOR", "ESS_GRID",
+    "DEFAULT_ESS_FACTOR", "ESS_GRID", "MAX_INT", "check_device",
 ]  # fmt: skip
 
+# The largest seed, size or count a config accepts (torch and numpy take 32-bit seeds and indices).
+MAX_INT = 2**31 - 1
 # beta2 = 1 - HESSIAN_HORIZON / T for a run of T optimizer steps: the Hessian average then spans HESSIAN_HORIZON time
 # constants, as in the paper's runs (200 epochs x 1,000 steps with beta2 = 1 - 1e-5: 2 time constants, h0's weight
 # left at the end e^-2). The constant was chosen by measurement (README, "Hessian horizon").
@@ -139,23 +142,43 @@ RESUME_FREE = (
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """A copy with every ``None`` default filled in for the method, checked; raises InputError. ``cfg`` itself is
-    not changed."""
+    not changed. Every number must be finite and in range, every integer fit in 31 bits (seeds, sizes), every
+    option have its type: the checks run before anything is loaded or written."""
+    for name in ("milestones", "ess_grid"):
+        value = getattr(cfg, name)
+        _check(value is None or isinstance(value, list | tuple), name, value, "a list")
+    for name in ("model_options", "data_options"):
+        _check(isinstance(getattr(cfg, name), dict), name, getattr(cfg, name), "a mapping (JSON object)")
     cfg = dataclasses.replace(cfg, milestones=None if cfg.milestones is None else list(cfg.milestones),
                               ess_grid=list(cfg.ess_grid), model_options=dict(cfg.model_options),
                               data_options=dict(cfg.data_options))  # fmt: skip
+    for name in ("dataset", "model", "method", "corruption", "schedule_unit", "ess_score"):
+        _check(isinstance(getattr(cfg, name), str), name, getattr(cfg, name), "a string")
+    for name in ("data_dir", "noisy_labels", "noisy_labels_key", "schedule"):
+        value = getattr(cfg, name)
+        _check(value is None or isinstance(value, str), name, value, "a string or unset")
+    for name in ("adaptive", "progress", "save_train_predictions"):
+        _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     method = check_method(cfg.method)
     if cfg.model not in MODELS:  # fail before a (possibly slow) dataset load
         raise InputError(f"unknown model {cfg.model!r}; allowed: {', '.join(MODELS)}")
+    cfg.device = check_device(cfg.device)
     for key, value in method_defaults(method).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
     _positive_int(cfg, "epochs", "batch_size", "mc_samples", "test_samples", "eval_batch_size", "eval_every")
-    _check(_finite(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a positive number")
-    _check(_finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
-    _check(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "in [0, 1)")
-    _check(0 <= cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "in [0, 1)")
-    _check(cfg.lr_decay >= 0, "lr_decay", cfg.lr_decay, "a number >= 0")
-    _check(cfg.num_workers >= 0, "num_workers", cfg.num_workers, "an integer >= 0")
+    _int_range(cfg, "seed", 0)
+    _int_range(cfg, "num_workers", 0, 1024)
+    if cfg.corruption_seed is not None:
+        _int_range(cfg, "corruption_seed", 0)
+    if cfg.train_subset is not None:
+        _positive_int(cfg, "train_subset")
+    _number(cfg, "lr", "a positive number", lambda v: v > 0)
+    _number(cfg, "weight_decay", "a number >= 0", lambda v: v >= 0)
+    _number(cfg, "momentum", "in [0, 1)", lambda v: 0 <= v < 1)
+    _number(cfg, "val_fraction", "in [0, 1)", lambda v: 0 <= v < 1)
+    _number(cfg, "lr_decay", "a number >= 0", lambda v: v >= 0)
+    _number(cfg, "ols_init_smoothing", "in [0, 1]", lambda v: 0 <= v <= 1)
     parse_schedule(cfg.schedule)
     try:
         ScheduleUnit(cfg.schedule_unit)
@@ -165,15 +188,17 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     _positive_int(cfg, "schedule_epochs")
     if cfg.milestones is None:
         cfg.milestones = sorted({round(0.5 * cfg.schedule_epochs), round(0.75 * cfg.schedule_epochs)})
+    milestones_ok = all(_is_int(m) and 0 <= m <= MAX_INT for m in cfg.milestones)
+    _check(milestones_ok, "milestones", cfg.milestones, "a list of epochs (integers >= 0)")
     cfg.milestones = [int(m) for m in cfg.milestones]
     if cfg.warmup_epochs is None:
         cfg.warmup_epochs = 0.025 * cfg.schedule_epochs if cfg.schedule == "cosine" else 0.0
-    _check(0 <= cfg.warmup_epochs < cfg.schedule_epochs, "warmup_epochs", cfg.warmup_epochs, "in [0, schedule_epochs)")
+    _number(cfg, "warmup_epochs", "in [0, schedule_epochs)", lambda v: 0 <= v < cfg.schedule_epochs)
     cfg.corruption_seed = cfg.seed if cfg.corruption_seed is None else cfg.corruption_seed
     if method in ("ls", "ols"):
-        _check(0 <= cfg.alpha <= 1, "alpha", cfg.alpha, "in [0, 1]")
+        _number(cfg, "alpha", "in [0, 1]", lambda v: 0 <= v <= 1)
     if method == "sam":
-        _check(cfg.rho >= 0, "rho", cfg.rho, "a number >= 0")
+        _number(cfg, "rho", "a number >= 0", lambda v: v >= 0)
     if method.startswith("ivon"):
         if method == "ivon-fixed-h":
             if cfg.beta2 is not None and cfg.beta2 != 1.0:
@@ -183,23 +208,32 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             cfg.ess = "auto"  # nothing given and a noisy validation split to choose on
         if cfg.ess_factor is None:
             cfg.ess_factor = DEFAULT_ESS_FACTOR
-        _check(0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "in [0, 1)")
-        _check(cfg.beta2 is None or 0 <= cfg.beta2 <= 1, "beta2", cfg.beta2, "in [0, 1], or unset (Hessian horizon)")
-        _check(_finite(cfg.hess_init) and cfg.hess_init > 0, "hess_init", cfg.hess_init, "a positive number")
+        _number(cfg, "beta1", "in [0, 1)", lambda v: 0 <= v < 1)
+        if cfg.beta2 is not None:
+            _number(cfg, "beta2", "in [0, 1], or unset (Hessian horizon)", lambda v: 0 <= v <= 1)
+        _number(cfg, "hess_init", "a positive number", lambda v: v > 0)
         if isinstance(cfg.ess, str):
             _check(cfg.ess == "auto", "ess", cfg.ess, "a positive number or 'auto'")
-        else:
-            _check(cfg.ess is None or _finite(cfg.ess) and cfg.ess > 0, "ess", cfg.ess, "a positive number or 'auto'")
-        _check(_finite(cfg.ess_factor) and cfg.ess_factor > 0, "ess_factor", cfg.ess_factor, "a positive number")
-        grid_ok = isinstance(cfg.ess_grid, list | tuple) and len(cfg.ess_grid) >= 1
-        grid_ok = grid_ok and all(_finite(f) and f > 0 for f in cfg.ess_grid)
+        elif cfg.ess is not None:
+            _number(cfg, "ess", "a positive number or 'auto'", lambda v: v > 0)
+        _number(cfg, "ess_factor", "a positive number", lambda v: v > 0)
+        grid_ok = len(cfg.ess_grid) >= 1 and all(_finite(f) and f > 0 for f in cfg.ess_grid)
         _check(grid_ok, "ess_grid", cfg.ess_grid, "a non-empty list of positive factors of N")
         cfg.ess_grid = [float(f) for f in cfg.ess_grid]
         _check(cfg.ess_score in ESS_SCORES, "ess_score", cfg.ess_score, f"one of {', '.join(ESS_SCORES)}")
         if cfg.ess == "auto" and cfg.val_fraction <= 0:
             raise InputError("ess='auto' chooses ess on a validation split; set val_fraction > 0 or give a number")
-        _check(cfg.clip_radius is None or cfg.clip_radius > 0, "clip_radius", cfg.clip_radius, "a positive number")
+        if cfg.clip_radius is not None:
+            _number(cfg, "clip_radius", "a positive number", lambda v: v > 0)
     return cfg
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device this library can train on: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``;
+    else InputError. Whether the device exists is checked when the run starts."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?", name):
+        raise InputError(f"device={name!r} is not allowed; use cpu, cuda, cuda:N, mps or auto")
+    return name
 
 
 def hessian_horizon_beta2(total_steps: int, horizon: float = HESSIAN_HORIZON) -> float:
@@ -231,6 +265,10 @@ def _finite(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check(ok: bool, name: str, value, allowed: str) -> None:
     if not ok:
         raise InputError(f"{name}={value!r} is not allowed; it must be {allowed}")
@@ -238,5 +276,17 @@ def _check(ok: bool, name: str, value, allowed: str) -> None:
 
 def _positive_int(cfg, *names: str) -> None:
     for name in names:
-        v = getattr(cfg, name)
-        _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, v, "a positive integer")
+        _int_range(cfg, name, 1)
+
+
+def _int_range(cfg, name: str, lo: int, hi: int | None = None) -> None:
+    hi = MAX_INT if hi is None else hi
+    v = getattr(cfg, name)
+    allowed = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+    _check(_is_int(v) and lo <= v <= hi, name, v, f"{allowed} (at most {hi})")
+
+
+def _number(cfg, name: str, allowed: str, ok: Callable[[float], bool]) -> None:
+    """Check that field ``name`` is a finite number (not a bool or string) with ``ok(value)``."""
+    v = getattr(cfg, name)
+    _check(_finite(v) and ok(v), name, v, f"{allowed} (finite)")

@@ -5,14 +5,20 @@ paper figure) and ``run(cfg: dict, out: Path) -> dict``: it reads its
 resolved config, writes ``results.csv`` (tidy) and PNG plots into ``out`` and returns the summary that
 :func:`run_experiment` writes to ``summary.json``. Presets (``smoke``, ``cpu``, ``paper``) live in
 ``varsmooth/configs/<id>.yaml`` as ``{presets: {name: {key: value}}}``; ``--set key=value`` overrides one key of the
-chosen preset and an unknown key is an error.
+chosen preset and an unknown key is an error. Values are read by one YAML loader (:func:`load_yaml`: safe, and
+``1e6`` is a number, as in YAML 1.2); ``seeds`` must be distinct integers and every number finite. A rejected run
+changes nothing in its output folder: :func:`run_experiment` puts the folder's ``config.json`` back and removes the
+folders it made.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import os
 import pkgutil
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,8 +27,30 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
-from ..io import versions, write_json
+from ..errors import InputError, os_errors
+from ..io import atomic_write, check_folder, versions, write_json
+from ..lock import hold
+from .sweep import lock_name
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load with YAML 1.2 floats: ``1e6``, ``1E-3`` and ``.5e2`` are numbers, not strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely (no tags that build objects), reading ``1e6`` as the number 1,000,000."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 @dataclass(frozen=True)
@@ -32,6 +60,7 @@ class Runtime:
     jobs: int = 1  # independent runs of a sweep in parallel processes
     shard: tuple[int, int] = (0, 1)  # run only configurations k with k % n == i
     progress: bool = True
+    retry_failed: bool = False  # run a sweep's recorded failures again (else they are skipped)
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -65,8 +94,7 @@ def presets(exp_id: str) -> dict[str, dict[str, Any]]:
     """The presets of an experiment, ``{name: config}``."""
     _module(exp_id)
     path = CONFIG_DIR / f"{exp_id}.yaml"
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)["presets"]
+    return load_yaml(path.read_text(encoding="utf-8"))["presets"]
 
 
 def describe(exp_id: str) -> str:
@@ -79,8 +107,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise InputError(f"--set expects key=value, got {text!r}")
     try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
+        return key.strip(), load_yaml(value)
+    except (yaml.YAMLError, RecursionError):
         raise InputError(f"--set {key}: cannot parse value {value!r}") from None
 
 
@@ -93,34 +121,159 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
     for key, value in (overrides or {}).items():
         if key not in cfg:
             raise InputError(f"unknown config key {key!r} for {exp_id}; allowed: {', '.join(sorted(cfg))}")
+        _check_finite(key, value)
+        _check_type(key, value, [p[key] for p in table.values() if key in p])
         cfg[key] = value
+    if "seeds" in cfg:
+        seeds = cfg["seeds"]
+        ok = isinstance(seeds, list) and seeds and all(_seed_ok(x) for x in seeds)
+        if not ok:
+            raise InputError(f"seeds={seeds!r} is not allowed; give a non-empty list of integers in [0, 2**31 - 1]")
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({x for x in seeds if seeds.count(x) > 1})
+            raise InputError(f"seeds={seeds!r} names seed(s) {', '.join(map(str, twice))} twice; give distinct seeds")
+    for key in [k for k in cfg if k == "seed" or k.endswith("_seed")]:
+        if not _seed_ok(cfg[key]):
+            raise InputError(f"{key}={cfg[key]!r} is not allowed; give an integer in [0, 2**31 - 1]")
     return cfg
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+          dict: "a mapping"}  # fmt: skip
+
+
+# keys that presets may leave null everywhere, and what they hold when set
+_NULL_KEYS: dict[str, tuple[type, ...]] = {"data_dir": (str,), "noisy_labels": (str,), "noisy_labels_key": (str,),
+                                           "test_subset": (int,), "train_subset": (int,), "pair_class": (int,),
+                                           "classes": (int, list), "threads": (int,)}  # fmt: skip
+
+
+def _kind(value: Any) -> type | None:
+    return next((t for t in _KINDS if isinstance(value, t)), None)
+
+
+def _check_type(key: str, value: Any, examples: list[Any]) -> None:
+    """InputError unless ``value`` has the kind the presets give ``key`` (an integer where they have integers, a
+    number where they have numbers, ...). A key some preset leaves unset (null) may also be null; a key that is
+    null in every preset may be anything."""
+    kinds = {_kind(v) for v in examples if v is not None} or set(_NULL_KEYS.get(key, ()))
+    nullable = any(v is None for v in examples)
+    if not kinds or None in kinds or (value is None and nullable):
+        return
+    kind = _kind(value)
+    if kind in kinds or (kind is int and float in kinds):
+        return
+    allowed = " or ".join(_KINDS[k] for k in sorted(kinds, key=list(_KINDS).index))
+    if nullable:
+        allowed += " or null"
+    raise InputError(f"--set {key}={value!r} is not allowed; it must be {allowed}")
+
+
+def _seed_ok(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 2**31 - 1
+
+
+def _check_finite(key: str, value: Any) -> None:
+    """InputError when ``value`` holds a NaN or infinite number anywhere (lists and mappings included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"--set {key}: {value} is not allowed; every number must be finite")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(key, v)
 
 
 def run_experiment(
     exp_id: str, cfg: dict[str, Any], out: str | Path, *, preset: str = "custom", runtime: Runtime | None = None
 ) -> dict:
-    """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``."""
+    """Run one experiment into ``out``: writes ``config.json``, the module's files and ``summary.json``.
+
+    Holds ``out``'s lock (:mod:`varsmooth.lock`; one per shard) throughout: InputError naming the holder when
+    another process has it. A sweep's failed runs are in the summary (``runs_failed``, ``failures``)."""
     module = _module(exp_id)
     runtime = runtime or Runtime()
-    out = Path(out)
-    fresh = not out.exists()
+    _check_keys(exp_id, cfg)
+    with os_errors():  # a full disk, a read-only folder: one InputError naming the file
+        out = check_folder(out)
+        fresh = not out.exists()
+        # the folder's lock (varsmooth.lock; one per shard) for the whole experiment, taken before looking inside
+        with hold(out, what="results folder", name=lock_name(runtime.shard), clean=runtime.shard[1] == 1):
+            before = None if fresh else _folders(out)
+            old_config = None if fresh or not (out / "config.json").is_file() else (out / "config.json").read_bytes()
+            try:
+                summary = _run(module, exp_id, cfg, out, preset, runtime)
+            except InputError:  # bad input found inside the experiment: change nothing
+                if fresh:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    _undo(out, before, old_config)
+                raise
+            except BaseException:  # a full disk, a failed run, an interrupt: what finished stays, empty folders go
+                _remove_new_empty(out, before or set())
+                raise
+    return summary
+
+
+def _check_keys(exp_id: str, cfg: Any) -> None:
+    """InputError unless ``cfg`` is a mapping with every key all presets share and only keys some preset has."""
+    if not isinstance(cfg, dict):
+        raise InputError(f"the config of {exp_id} must be a mapping, got {type(cfg).__name__}")
+    table = presets(exp_id)
+    known = set().union(*(set(p) for p in table.values()))
+    required = set.intersection(*(set(p) for p in table.values()))
+    unknown, missing = sorted(set(cfg) - known), sorted(required - set(cfg))
+    if unknown or missing:
+        what = "; ".join(x for x in (unknown and f"unknown key(s) {', '.join(unknown)}",
+                                     missing and f"missing key(s) {', '.join(missing)}") if x)  # fmt: skip
+        raise InputError(f"config of {exp_id}: {what}; start from resolve_preset({exp_id!r}, PRESET)")
+
+
+def _run(module, exp_id: str, cfg: dict[str, Any], out: Path, preset: str, runtime: Runtime) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # description and order: what the report (varsmooth.report, which imports no experiment) shows and sorts by
     order = list(experiments()).index(exp_id)
     write_json(out / "config.json", {"experiment": exp_id, "preset": preset, "description": module.DESCRIPTION,
                                      "order": order, "config": cfg, "versions": versions()})  # fmt: skip
     start = time.perf_counter()
-    try:
-        if "runtime" in inspect.signature(module.run).parameters:
-            summary = module.run(cfg, out, runtime=runtime)
-        else:
-            summary = module.run(cfg, out)
-    except InputError:
-        if fresh:  # bad input found inside the experiment: leave nothing behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    if "runtime" in inspect.signature(module.run).parameters:
+        summary = module.run(cfg, out, runtime=runtime)
+    else:
+        summary = module.run(cfg, out)
     summary = {"experiment": exp_id, "preset": preset, **summary,
                "wall_time_s": round(time.perf_counter() - start, 3)}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _folders(out: Path) -> set[str]:
+    """Every folder under ``out`` (relative paths)."""
+    return {os.path.relpath(root, out) for root, _, _ in os.walk(out)}
+
+
+def _remove_new_empty(out: Path, before: set[str]) -> None:
+    """Remove the folders under ``out`` (``out`` too) that were not in ``before`` and are empty, deepest first."""
+    if not out.is_dir():
+        return
+    for rel in sorted(_folders(out) - before, key=lambda r: (_depth(r), r), reverse=True):
+        try:
+            (out / rel).rmdir()
+        except OSError:
+            continue
+
+
+def _depth(rel: str) -> int:
+    return 0 if rel == "." else 1 + rel.count(os.sep)
+
+
+def _undo(out: Path, before: set[str], old_config: bytes | None) -> None:
+    """After a rejected run on an existing folder: its config.json as it was, no new empty folders."""
+    try:
+        if old_config is None:
+            (out / "config.json").unlink(missing_ok=True)
+        elif (out / "config.json").read_bytes() != old_config:
+            atomic_write(out / "config.json", old_config)
+    except OSError:
+        pass
+    _remove_new_empty(out, before)

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,8 @@ def sweep_finished(
 ) -> tuple[list[tuple[dict, dict | None]], bool]:
     """Run the unfinished ``configs`` as a resumable sweep (:func:`.sweep.run_sweep`; ``runtime``: jobs, shard,
     progress); returns every ``(config, metrics or None)`` and whether all are finished (another shard's may not)."""
-    results = run_sweep(configs, out, run_fn, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress)
+    results = run_sweep(configs, out, run_fn, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
+                        retry_failed=runtime.retry_failed)  # fmt: skip
     return results, all(m is not None for _, m in results)
 
 
@@ -101,8 +102,11 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def tidy_rows(results: list[tuple[dict, dict | None]], metrics: list[str]) -> list[dict[str, Any]]:
-    """One row per finished run and metric: the run's tags, ``metric`` and ``value``."""
+def tidy_rows(
+    results: list[tuple[dict, dict | None]], metrics: list[str], failures: Sequence[dict] = ()
+) -> list[dict[str, Any]]:
+    """One row per finished run and metric: the run's tags, ``metric`` and ``value``; then one row per failed run
+    (``failures``, :func:`.sweep.failed_runs`): its tags, metric ``failed`` and value 1."""
     rows = []
     for cfg, values in results:
         if values is None:
@@ -110,6 +114,7 @@ def tidy_rows(results: list[tuple[dict, dict | None]], metrics: list[str]) -> li
         for metric in metrics:
             if metric in values:
                 rows.append({**cfg["tags"], "metric": metric, "value": values[metric]})
+    rows += [{**f.get("tags", {}), "metric": "failed", "value": 1} for f in failures]
     return rows
 
 

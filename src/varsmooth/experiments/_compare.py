@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import TrainConfig, noise_summary, resolve_config
+from ..engine import METHODS, TrainConfig, noise_summary, resolve_config
 from ..errors import InputError
 from ..io import write_csv
 from ..report import markdown_table, mean_std
@@ -124,10 +124,30 @@ def ess_grid(cfg: dict, corruption: str | None = None) -> list[float | str]:
     return [AUTO if v == AUTO else next(it) for v in values]
 
 
+def _check_options(cfg: dict[str, Any]) -> None:
+    """``method_options``: {method or family (ivon, sgd): {TrainConfig field: value}}; ``corruption_options``:
+    {corruption: {...}}; ``train``: {TrainConfig field: value}. InputError naming the bad entry otherwise."""
+    names = ("ivon", "sgd", *METHODS)
+    options = cfg.get("method_options") or {}
+    if isinstance(options, dict):
+        bad = [k for k, v in options.items() if k not in names or not isinstance(v, dict)]
+    else:
+        bad = [options]
+    if bad:
+        raise InputError(f"method_options: {bad[0]!r} is not allowed; use {{method: {{option: value}}}} with a "
+                         f"method of {', '.join(names)}")  # fmt: skip
+    for key in ("corruption_options", "train"):
+        value = cfg.get(key) or {}
+        if not isinstance(value, dict) or (key == "corruption_options" and
+                                           not all(isinstance(v, dict) for v in value.values())):  # fmt: skip
+            raise InputError(f"{key}={value!r} is not allowed; it must be a mapping")
+
+
 def train_config(cfg: dict[str, Any], method: str, corruption: str, seed: int, **options: Any) -> dict[str, Any]:
     """The TrainConfig dict of one run: the preset's common keys, ``train`` (all methods), ``method_options[m]``,
     ``corruption_options[corruption]["all" | m]`` (per-setting values such as the paper's Table 1), then ``options``."""
     base = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
+    _check_options(cfg)
     per_corruption = (cfg.get("corruption_options") or {}).get(corruption, {})
     family = "ivon" if method.startswith("ivon") else "sgd"
     per_corruption = {k: v for k, v in per_corruption.items() if isinstance(v, dict)}  # lists: grids (see grid)
@@ -216,13 +236,15 @@ def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ())
 def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], list[tuple[dict, dict | None]]]:
     """Run the unfinished configs (runtime: jobs, shard, progress) and rewrite ``results.csv`` from every
     finished run on disk; returns (tidy rows, [(config, metrics or None)])."""
-    from .sweep import run_sweep
+    from .sweep import failed_runs, run_sweep
 
     check_configs(configs)
-    results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress)
-    rows = tidy_rows(results, list(METRICS))
+    results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
+                        retry_failed=runtime.retry_failed)  # fmt: skip
+    rows = tidy_rows(results, list(METRICS), failed_runs(configs, out))
     if rows:
         write_results(out, rows)
+    rows = [r for r in rows if r["metric"] != "failed"]  # results.csv lists the failures; the analysis does not
     return rows, results
 
 
@@ -392,8 +414,21 @@ def plot_rows(rows: Sequence[dict], *, fixed: dict[Any, dict] | None = None, set
     return out
 
 
-def progress_note(results: Sequence[tuple[dict, dict | None]]) -> dict[str, int]:
-    return {"runs_finished": sum(m is not None for _, m in results), "runs_total": len(results)}
+def progress_note(results: Sequence[tuple[dict, dict | None]], out: Path) -> dict[str, Any]:
+    """How many runs finished, failed (recorded, :func:`.sweep.failed_runs`) and exist, the ``failures`` and a
+    ``selection_note`` saying that selection and the tables leave them out."""
+    from .sweep import failed_runs
+
+    failures = failed_runs([c for c, m in results if m is None], out)
+    note = {"runs_finished": sum(m is not None for _, m in results), "runs_failed": len(failures),
+            "runs_total": len(results)}  # fmt: skip
+    if failures:
+        note["failures"] = failures
+        note["selection_note"] = (
+            f"{len(failures)} failed run(s) are left out of hyperparameter selection and of every table: each "
+            "setting is chosen among the runs that finished (see failures; --retry-failed runs them again)"
+        )
+    return note
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -496,5 +531,5 @@ def run_comparison(
                                     sam_figure=None if figure or setting in _FIGURES else "Fig. 8"),
         "ivon_label_noise": ivon_noise_summary(recs, keys=(setting, "ess_factor", "h0")),
         "figures": figures,
-        **progress_note(results),
+        **progress_note(results, out),
     }

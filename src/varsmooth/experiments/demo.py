@@ -43,6 +43,7 @@ from . import Runtime
 from . import _compare as C
 from ._claims import comparison_claims
 from ._common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
+from .noise_gallery import check_gallery_options
 
 ID = "demo"
 DESCRIPTION = (
@@ -97,12 +98,13 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     runtime = runtime or Runtime()
     progress = bool(cfg.get("progress", True)) and runtime.progress
     seed = int(cfg["seed"])
+    check_gallery_options(cfg)
     sweep = configs(cfg, progress=progress)
     C.check_configs(sweep)
     with torch_threads(cfg.get("threads")):
         results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
-        if not finished:  # runs of another shard
-            return {"description": DESCRIPTION, **C.progress_note(results)}
+        if not finished:  # runs of another shard, or failed runs
+            return {"description": DESCRIPTION, **C.progress_note(results, out)}
         search = read_json(out / "runs" / IVON_RUN / "config.json")["ess_search"]
         recs = []
         for c, m in results:

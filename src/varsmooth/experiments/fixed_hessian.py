@@ -93,4 +93,4 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
             ).name  # fmt: skip
         )
     return {"table": table, "learned_minus_best_fixed": gaps, "claims": fixed_hessian_claims(recs), "figures": figures,
-            **C.progress_note(results)}
+            **C.progress_note(results, out)}

@@ -84,4 +84,4 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
             ).name  # fmt: skip
         )
     return {"table": table, "spread": spread, "claims": hessian_init_claims(recs, h0_from=spread_from),
-            "figures": figures, **C.progress_note(results)}
+            "figures": figures, **C.progress_note(results, out)}

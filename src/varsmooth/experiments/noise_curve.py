@@ -12,6 +12,7 @@ Outputs: ``results.csv`` (``f_mean, variance, noise, magnitude``), ``noise_curve
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,14 @@ DESCRIPTION = "Fig. 2: exact logistic label-noise magnitude |eps| vs f_mean at v
 
 def _grid(cfg: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
     lo, hi, n = cfg["f_min"], cfg["f_max"], cfg["points"]
-    if not (isinstance(n, int) and n >= 3) or not (np.isfinite(lo) and np.isfinite(hi) and lo < 0 < hi):
-        raise InputError(f"need f_min < 0 < f_max and points >= 3, got f_min={lo}, f_max={hi}, points={n}")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi))
+    if not (isinstance(n, int) and 3 <= n <= 10**7) or not (numbers and np.isfinite([lo, hi]).all() and lo < 0 < hi):
+        raise InputError(
+            f"need finite f_min < 0 < f_max and 3 <= points <= 10**7, got f_min={lo}, f_max={hi}, points={n}"
+        )
     variances = cfg["variances"]
-    if not isinstance(variances, list) or not variances or any(not (float(v) >= 0) for v in variances):
+    ok = isinstance(variances, list) and variances and all(isinstance(v, int | float) for v in variances)
+    if not ok or any(isinstance(v, bool) or not (0 <= v < math.inf) for v in variances):
         raise InputError(f"variances must be a non-empty list of numbers >= 0, got {variances!r}")
     f = np.unique(np.concatenate([np.linspace(lo, hi, n), [0.0]]))  # f_mean = 0 is always on the grid
     return f, [float(v) for v in variances]

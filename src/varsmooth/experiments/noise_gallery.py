@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..gallery import image_fn, ivon_gallery, write_gallery
 from . import Runtime
 from . import _compare as C
@@ -36,16 +37,30 @@ def configs(cfg: dict[str, Any], *, progress: bool = False) -> list[dict[str, An
     return [named_run(c, "ivon", cfg, progress=progress)]
 
 
+def check_gallery_options(cfg: dict[str, Any]) -> None:
+    """InputError unless ``ls_alpha`` is in [0, 1], ``top_k`` and ``noise_samples`` are positive integers and
+    ``pair_class`` is null or a class index (checked before any training)."""
+    alpha, top_k, samples, pair = cfg.get("ls_alpha", 0.1), cfg["top_k"], cfg["noise_samples"], cfg.get("pair_class")
+    if not 0 <= alpha <= 1:
+        raise InputError(f"ls_alpha={alpha} is not allowed; it must be in [0, 1]")
+    for key, value in (("top_k", top_k), ("noise_samples", samples)):
+        if not isinstance(value, int) or not 1 <= value <= 10**6:
+            raise InputError(f"{key}={value!r} is not allowed; it must be an integer in [1, 10**6]")
+    if pair is not None and not (isinstance(pair, int) and 0 <= pair < 10**6):
+        raise InputError(f"pair_class={pair!r} is not allowed; it must be null or a class index >= 0")
+
+
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     runtime = runtime or Runtime()
     progress = bool(cfg.get("progress", True)) and runtime.progress
     seed = int(cfg["seed"])
+    check_gallery_options(cfg)
     sweep = configs(cfg, progress=progress)
     C.check_configs(sweep)
     with torch_threads(cfg.get("threads")):
         results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
         if not finished:  # another shard's run
-            return {"description": DESCRIPTION, **C.progress_note(results)}
+            return {"description": DESCRIPTION, **C.progress_note(results, out)}
         result = train_sweep_run(sweep[0], out / "runs" / "ivon")  # the finished run, evaluated again
         g = ivon_gallery(
             result,

@@ -146,7 +146,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         classes = plot_classes(cfg.get("classes"), k, seed)  # checked before training
         results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
         if not finished:  # another shard's runs
-            return {"description": DESCRIPTION, **C.progress_note(results)}
+            return {"description": DESCRIPTION, **C.progress_note(results, out)}
         ivon, ols = (train_sweep_run(c, out / "runs" / c["name"]) for c in sweep)  # finished: evaluated again
         g = ivon_gallery(ivon, samples=int(cfg["noise_samples"]), seed=seed, progress=progress)
     data = ivon.run.data

@@ -63,6 +63,12 @@ def _pair(algorithm: str, X, y, likelihood: str, rule, cfg):
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     if int(cfg["steps"]) < 1 or int(cfg["n"]) < 10:
         raise InputError(f"need steps >= 1 and n >= 10, got steps={cfg['steps']}, n={cfg['n']}")
+    for key, low in (("classes", 2), ("qmc_points", 1), ("qmc_replicates", 1), ("steps", 1)):
+        if not low <= cfg[key] <= 10**6:
+            raise InputError(f"{key}={cfg[key]} is not allowed; it must be an integer in [{low}, 10**6]")
+    for key in ("lr", "rho", "prior_precision", "tolerance"):
+        if not cfg[key] > 0:
+            raise InputError(f"{key}={cfg[key]} is not allowed; it must be a positive number")
     rows, diffs, noise_curves, worst = [], {}, {}, {}
     for name in cfg["datasets"]:
         for likelihood in ("bernoulli", "softmax"):

@@ -146,10 +146,9 @@ class _Setup:
     """Shared state of one estimation: model, sigmas, generator, data, labels."""
 
     def __init__(self, model, inputs, std, *, labels, samples, seed, generator, batch_size, likelihood):
-        if samples < 1:
-            raise InputError(f"samples must be >= 1, got {samples}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        for name, value in (("samples", samples), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         self.model, self.samples, self.batch_size = model, samples, batch_size
         self.lik = Likelihood.parse(likelihood)
         first = next(model.parameters(), None)
@@ -158,7 +157,11 @@ class _Setup:
         self.device = first.device
         self.sigma = {n: s for n, s in resolve_std(model, std).items() if torch.any(s > 0)}
         self.mean = {n: p.detach() for n, p in model.named_parameters()}
+        if not all(torch.isfinite(p).all() for p in self.mean.values()):
+            raise InputError("the model's parameters hold NaN or inf; label noise needs finite weights")
         if isinstance(inputs, Tensor):
+            if inputs.is_floating_point() and not torch.isfinite(inputs).all():
+                raise InputError("inputs hold NaN or inf; label noise needs finite inputs")
             inputs = inputs.to(self.device)  # moved once; every pass reads it again
         self.inputs = inputs
         self.n = len(inputs)
@@ -166,6 +169,8 @@ class _Setup:
             raise InputError("inputs are empty")
         if labels is not None and len(labels) != self.n:
             raise InputError(f"labels has {len(labels)} entries but there are {self.n} inputs")
+        if labels is not None and not np.isfinite(_as_float(labels)).all():
+            raise InputError("labels hold NaN or inf; give class indices (N,) or finite targets (N, K)")
         self.labels = labels
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
         self._looper = _Looper(self)
@@ -211,6 +216,13 @@ class _Setup:
             lo += len(f)
         return out
 
+    def mean_outputs(self) -> Tensor:
+        """Outputs (N, K) at the mean; InputError when not finite (NaN/inf in a Dataset's inputs)."""
+        out = self.outputs(None)
+        if not torch.isfinite(out).all():
+            raise InputError("the model's outputs at the mean are NaN or inf; check the inputs for NaN/inf")
+        return out
+
     def finish(self, noise, step0, sum_sq_norm, probs, stderr, draws, method) -> NetworkNoise:
         to_np = lambda t: None if t is None else t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
         noise, probs = to_np(noise), to_np(probs)
@@ -229,6 +241,13 @@ class _Setup:
             method=method,
             samples=self.samples,
         )
+
+
+def _as_float(labels) -> np.ndarray:
+    arr = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"labels must be numbers, got an array of {arr.dtype}")
+    return arr.astype(np.float64)
 
 
 def _targets(labels, shape, lik) -> np.ndarray:
@@ -288,7 +307,7 @@ def expected_label_noise(
         likelihood=likelihood,
     )
     with _EvalMode(model):
-        probs = _mean_fn(st.outputs(None), st.lik)  # (N, K) at the mean
+        probs = _mean_fn(st.mean_outputs(), st.lik)  # (N, K) at the mean
         total, total_sq = torch.zeros_like(probs), torch.zeros_like(probs)
         step0 = None
         draws = torch.empty((samples, *probs.shape), dtype=torch.float64) if keep_draws else None
@@ -343,6 +362,8 @@ def linearized_label_noise(
         batch_size=batch_size,
         likelihood=likelihood,
     )
+    if sample_chunk is not None and (not isinstance(sample_chunk, int) or sample_chunk < 1):
+        raise InputError(f"sample_chunk must be an integer >= 1 or None, got {sample_chunk!r}")
     chunk = sample_chunk or max(1, min(samples, 4096 // batch_size))
     names = list(st.sigma)
     primals = {n: st.mean[n] for n in names}
@@ -386,6 +407,8 @@ def linearized_label_noise(
                 lo += len(x)
             if probs is None:
                 probs = torch.cat(parts)
+    if not torch.isfinite(probs).all():
+        raise InputError("the model's outputs at the mean are NaN or inf; check the inputs for NaN/inf")
     return st.finish(step0, step0, sum_sq_norm, probs, None, draws, NoiseMethod.LINEARIZED.value)
 
 
