@@ -12,10 +12,24 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
+from enum import Enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=Enum)
 
 
 class InputError(ValueError):
     """Bad input from the user: a value, a file, a config key. The message is one line."""
+
+
+def parse_choice(cls: type[_E], value: str | _E, what: str) -> _E:
+    """The member of the option Enum ``cls`` named ``value``; an :class:`InputError` naming ``what`` and listing
+    the allowed values otherwise."""
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in cls)
+        raise InputError(f"unknown {what} {value!r}; allowed: {allowed}") from None
 
 
 # errno -> (what happened, what to do)

@@ -37,7 +37,7 @@ from enum import Enum
 import numpy as np
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, parse_choice
 from .fit import DEFAULT_EPOCHS, fit_probs
 from .scores import ScoreMethod, label_error_scores, rank_suspects
 
@@ -60,11 +60,7 @@ class QualityMethod(str, Enum):
 
     @classmethod
     def parse(cls, value: str | QualityMethod) -> QualityMethod:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"unknown quality method {value!r}; allowed: {allowed}") from None
+        return parse_choice(cls, value, "quality method")
 
 
 class FilterBy(str, Enum):
@@ -76,11 +72,7 @@ class FilterBy(str, Enum):
 
     @classmethod
     def parse(cls, value: str | FilterBy) -> FilterBy:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"unknown filter_by {value!r}; allowed: {allowed}") from None
+        return parse_choice(cls, value, "filter_by")
 
 
 def _quality(labels, probs: np.ndarray, method: QualityMethod) -> np.ndarray:

@@ -42,7 +42,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, parse_choice
 
 __all__ = [
     "ScoreMethod",
@@ -68,11 +68,7 @@ class ScoreMethod(str, Enum):
     @classmethod
     def parse(cls, value: str | ScoreMethod) -> ScoreMethod:
         """The member named ``value``; an :class:`InputError` listing the allowed names otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"unknown score method {value!r}; allowed: {allowed}") from None
+        return parse_choice(cls, value, "score method")
 
 
 _NEEDS_MEAN = {ScoreMethod.NOISE, ScoreMethod.LABEL_NOISE}
