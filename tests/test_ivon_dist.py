@@ -79,8 +79,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn(world: int, out: str, tries: int = 3) -> None:
+    """Run the workers; a port taken between choosing it and binding it (a race with other processes) is retried
+    on a new port, any other failure is raised."""
+    for attempt in range(tries):
+        try:
+            mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
+            return
+        except mp.ProcessRaisedException as err:
+            text = str(err).lower()
+            if attempt + 1 == tries or not ("address already in use" in text or "distnetworkerror" in text):
+                raise
+
+
 def test_two_ranks_equal_one_process_with_two_mc_samples(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(2, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     torch.set_num_threads(1)
