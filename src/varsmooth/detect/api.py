@@ -39,7 +39,7 @@ from torch import nn
 
 from ..errors import InputError, parse_choice
 from .fit import DEFAULT_EPOCHS, fit_probs
-from .scores import ScoreMethod, label_error_scores, rank_suspects
+from .scores import ScoreMethod, check_labels, label_error_scores, rank_suspects
 
 __all__ = [
     "QualityMethod",
@@ -130,7 +130,7 @@ def num_label_issues(labels, pred_probs) -> int:
     ``num_label_issues(..., estimation_method="off_diagonal_calibrated")``)."""
     joint = confident_joint(labels, pred_probs, calibrate=True)
     frac = 1.0 - np.trace(joint) / max(joint.sum(), 1)
-    return int(np.rint(frac * len(_labels(labels))))
+    return int(np.rint(frac * len(check_labels(labels))))
 
 
 def label_quality_scores(
@@ -210,20 +210,10 @@ def find_label_issues(
     return order[mask[order]]
 
 
-def _labels(labels) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1:
-        raise InputError(f"labels must have shape (N,), got shape {y.shape}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
-            raise InputError(f"labels must be integers, got dtype {y.dtype}")
-    return y.astype(np.int64)
-
-
 def _checked(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
     """Labels (N,) int64 and probabilities (N, K) checked (shapes, label range, finite rows summing to 1) and
     renormalised."""
-    y = _labels(labels)
+    y = check_labels(labels)
     p = np.asarray(pred_probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y):
         raise InputError(f"pred_probs must have shape (N, K) with N = {len(y)} labels, got shape {p.shape}")

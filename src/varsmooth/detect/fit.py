@@ -29,6 +29,7 @@ from ..data import LabeledData, LabeledSplit
 from ..engine import TrainConfig, TrainResult, train
 from ..errors import InputError
 from .engine import EpochScorer
+from .scores import check_labels
 
 __all__ = ["ProbsFit", "fit_probs", "as_labeled_data", "DEFAULT_EPOCHS"]
 
@@ -62,13 +63,9 @@ def as_labeled_data(
     split, which the engine evaluates for its diagnostics, is the first 256 examples (not held out). A
     :class:`torch.utils.data.Dataset` of (C, H, W) tensors is used as is (images read lazily).
     """
-    y = np.asarray(labels)
-    if y.ndim != 1:
-        raise InputError(f"labels must have shape (N,), got shape {y.shape}")
-    if y.size == 0 or not np.issubdtype(y.dtype, np.integer):
-        if y.size == 0 or not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
-            raise InputError(f"labels must be non-empty integers in [0, K), got dtype {y.dtype} and {y.size} values")
-    y = y.astype(np.int64)
+    y = check_labels(labels)
+    if y.size == 0:
+        raise InputError("labels must be non-empty integers in [0, K), got 0 values")
     if y.min() < 0:
         raise InputError(f"label {int(y.min())} is out of range; labels must be >= 0")
     k = int(y.max()) + 1 if num_classes is None else int(num_classes)

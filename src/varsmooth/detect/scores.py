@@ -46,6 +46,7 @@ from ..errors import InputError, parse_choice
 
 __all__ = [
     "ScoreMethod",
+    "check_labels",
     "induced_label_noise",
     "label_error_scores",
     "all_scores",
@@ -93,15 +94,21 @@ def _check_probs(name: str, probs, n: int | None = None, k: int | None = None) -
     return p
 
 
-def _validate(labels, probs_mean, probs_pred) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Check shapes, finiteness, normalisation and label range; return float64/int64 arrays."""
+def check_labels(labels) -> np.ndarray:
+    """``labels`` as an int64 array of shape (N,); InputError unless 1-D and integer-valued (integer dtype, or finite
+    whole floats). The range against K is checked where K is known."""
     y = np.asarray(labels)
     if y.ndim != 1:
         raise InputError(f"labels must have shape (N,), got shape {y.shape}")
     if y.size and not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise InputError(f"labels must be integers, got dtype {y.dtype}")
-    y = y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _validate(labels, probs_mean, probs_pred) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Check shapes, finiteness, normalisation and label range; return float64/int64 arrays."""
+    y = check_labels(labels)
     pred = _check_probs("probs_pred", probs_pred, n=y.shape[0])
     mean = None
     if probs_mean is not None:
