@@ -181,13 +181,18 @@ def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
     the same command again after one) does not stretch the schedule (its length is recorded as ``schedule_epochs``)."""
     if out is None or cfg.schedule_epochs is not None or not (out / "config.json").is_file():
         return cfg
-    saved = read_json(out / "config.json", keys=("config",))["config"]
-    if not isinstance(saved, dict):
-        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
-    length = saved.get("schedule_epochs")
+    length = _folder_config(out).get("schedule_epochs")
     if isinstance(length, int) and not isinstance(length, bool):
         return dataclasses.replace(cfg, schedule_epochs=length)
     return cfg
+
+
+def _folder_config(out: Path) -> dict:
+    """The run config recorded in ``out/config.json``; InputError naming the file when it holds none."""
+    saved = read_json(out / "config.json", keys=("config",))["config"]
+    if not isinstance(saved, dict):
+        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
+    return saved
 
 
 def _train_or_search(
@@ -223,9 +228,7 @@ def _train_run(
         ckpt.validate(saved, cfg, out / "checkpoint.pt")  # every field, before any is used
         saved_config = saved.config
     elif out is not None and (out / "config.json").exists():
-        saved_config = read_json(out / "config.json", keys=("config",))["config"]
-    if saved_config is not None and not isinstance(saved_config, dict):
-        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
+        saved_config = _folder_config(out)
     if saved_config is not None:
         diff = _config_diff(saved_config, cfg.to_dict())
         if diff:
@@ -238,11 +241,11 @@ def _train_run(
             raise InputError(f"{out} holds a run trained on different labels; use another --out")
 
     dist = init_from_env(device)
-    before, absent = _files(out), _absent(out)
+    before = _files(out)
     try:
         return _train(cfg, out, run, device, dist, saved, callbacks, record, warn, model_factory)
     except BaseException:
-        _remove_partial(out, before, absent)
+        _remove_partial(out, before)
         raise
     finally:
         dist.close()
@@ -253,28 +256,16 @@ def _files(out: Path | None) -> set[str] | None:
     return None if out is None or not out.is_dir() else set(os.listdir(out))
 
 
-def _absent(out: Path | None) -> list[Path]:
-    """``out`` and its parents that do not exist yet, deepest first (what a failed run removes again if empty)."""
-    if out is None:
-        return []
-    return [p for p in (out, *out.parents) if not p.exists()]
-
-
-def _remove_partial(out: Path | None, before: set[str] | None, absent: list[Path]) -> None:
-    """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote and the
-    folders it made (``absent``, when empty), so a failed command leaves nothing behind. A run with a checkpoint is
-    kept."""
+def _remove_partial(out: Path | None, before: set[str] | None) -> None:
+    """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote, so a failed
+    command leaves nothing behind (the folders it made go with the run folder's lock, :func:`varsmooth.lock.hold`,
+    when nothing else is left in them). A run with a checkpoint is kept."""
     if out is None or not out.is_dir() or (out / "checkpoint.pt").exists():
         return
     for name in ("config.json", "metrics.jsonl"):
         if before is None or name not in before:
             with contextlib.suppress(OSError):
                 (out / name).unlink()
-    for folder in absent:
-        try:
-            folder.rmdir()  # only when empty
-        except OSError:
-            break
 
 
 def build(
