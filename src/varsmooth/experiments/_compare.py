@@ -241,7 +241,7 @@ def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], l
     check_configs(configs)
     results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
                         retry_failed=runtime.retry_failed)  # fmt: skip
-    rows = tidy_rows(results, list(METRICS), failed_runs(configs, out))
+    rows = tidy_rows(results, list(METRICS), failed_runs([c for c, m in results if m is None], out))
     if rows:
         write_results(out, rows)
     rows = [r for r in rows if r["metric"] != "failed"]  # results.csv lists the failures; the analysis does not
