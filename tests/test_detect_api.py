@@ -14,6 +14,7 @@ from varsmooth.cli import build_parser
 from varsmooth.commands import suspects as suspects_cmd
 from varsmooth.data import corrupt_labels, load_dataset, transition_matrix
 from varsmooth.detect import (
+    as_labeled_data,
     confident_joint,
     find_label_issues,
     fit_probs,
@@ -78,6 +79,16 @@ def test_mask_and_ranked_indices_agree():
 def test_bad_input(kw, match):
     with pytest.raises(InputError, match=match):
         find_label_issues(np.array([0, 1, 1]), **kw)
+
+
+@pytest.mark.parametrize("labels", [[0.0, 1.0, np.inf], [0.0, 1.0, np.nan], [0.0, 1.5, 1.0]])
+def test_non_integer_labels_are_refused(labels):
+    """One label check for every detector entry point: inf, NaN and fractions are refused, not cast to int64."""
+    for call in (lambda: find_label_issues(np.array(labels), np.full((3, 2), 0.5)),
+                 lambda: label_quality_scores(np.array(labels), np.full((3, 2), 0.5)),
+                 lambda: as_labeled_data(np.zeros((3, 2)), np.array(labels))):  # fmt: skip
+        with pytest.raises(InputError, match="labels must be integers"):
+            call()
 
 
 def test_labels_out_of_range_for_the_count():
