@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from varsmooth.claims import MIN_SEEDS, Verdict, claim, comparable, outperforms, spread_at_most
+from varsmooth.experiments.claims import MIN_SEEDS, Verdict, claim, comparable, outperforms, spread_at_most
 
 
 def test_outperforms_is_paired_over_seeds_with_a_margin():

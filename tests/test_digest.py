@@ -1,5 +1,5 @@
-"""The results digest (varsmooth.digest): claims and pivots from summary.json into a Markdown file between markers;
-and the README's digest equals the one regenerated from the committed results in docs/results."""
+"""The results digest (varsmooth.report.digest): claims and pivots from summary.json into a Markdown file between
+markers; and the README's digest equals the one regenerated from the committed results in docs/results."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from varsmooth import cli
-from varsmooth.claims import claim, outperforms
-from varsmooth.digest import BEGIN, END, marked_block, results_digest, sync_markdown
 from varsmooth.errors import InputError
+from varsmooth.experiments.claims import claim, outperforms
 from varsmooth.io import write_json
+from varsmooth.report.digest import BEGIN, END, marked_block, results_digest, sync_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_cli_into(tmp_path, capsys):
 
 
 def test_accuracy_cells_are_percent():
-    from varsmooth.report_tables import percent_text
+    from varsmooth.report.tables import percent_text
 
     assert percent_text({"mean": 0.95134, "std": 0.00131, "n": 3}) == "95.1 ± 0.1"
     assert percent_text({"mean": 0.95134, "std": 0.0, "n": 1}) == "95.1"  # one seed has no spread

@@ -18,7 +18,8 @@ from varsmooth import plots
 from varsmooth.commands import report as report_cmd
 from varsmooth.errors import InputError
 from varsmooth.io import read_csv, read_json, versions, write_csv, write_json
-from varsmooth.report import aggregate, format_value, markdown_table, mean_std, results_table, write_report
+from varsmooth.report.html import write_report
+from varsmooth.report.tables import aggregate, format_value, markdown_table, mean_std, results_table
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
 
@@ -268,7 +269,7 @@ def test_demo_report_in_headless_chromium_with_a_screenshot(tmp_path):
 
 
 def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):
-    from varsmooth.claims import claim, outperforms, spread_at_most
+    from varsmooth.experiments.claims import claim, outperforms, spread_at_most
 
     out = tmp_path / "copy"
     shutil.copytree(results_dir, out)
@@ -291,7 +292,8 @@ def test_claims_table_leads_the_page_and_results_md(results_dir, tmp_path):
 
 def _comparison_summary(out: Path) -> dict:
     """A comparison's summary table (compare_table over synthetic runs: 2 settings, 3 seeds, both protocols)."""
-    from varsmooth.experiments._compare import compare_table, write_table
+    from varsmooth.experiments.comparison import write_table
+    from varsmooth.experiments.selection import compare_table
 
     rng = np.random.default_rng(5)
 
@@ -313,7 +315,7 @@ def _comparison_summary(out: Path) -> dict:
 
 
 def test_pivots_hold_the_summary_numbers_with_the_row_best_in_bold(results_dir, tmp_path):
-    from varsmooth.report_tables import percent_text, pivot_tables
+    from varsmooth.report.tables import percent_text, pivot_tables
 
     out = tmp_path / "copy"
     shutil.copytree(results_dir, out)

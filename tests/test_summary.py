@@ -1,4 +1,4 @@
-"""The terminal summary (varsmooth.summary): the table that `varsmooth run` / `varsmooth train` print on stdout,
+"""The terminal summary (varsmooth.report.summary): the table that `varsmooth run` / `varsmooth train` print on stdout,
 checked cell by cell against the files a real smoke run wrote."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from varsmooth import cli
 from varsmooth.io import read_csv, read_json, write_json
-from varsmooth.summary import format_table, summarize, summary_rows
+from varsmooth.report.summary import format_table, summarize, summary_rows
 
 FAST = ["--epochs", "1", "--train-subset", "200", "--no-progress", "--device", "cpu", "--test-samples", "2"]
 

@@ -16,7 +16,7 @@ from varsmooth.engine.train import TrainConfig, resolve_config, train
 from varsmooth.engine.trainconfig import HESSIAN_HORIZON, finalize_config, hessian_horizon_beta2
 from varsmooth.errors import InputError
 from varsmooth.experiments import resolve_preset
-from varsmooth.experiments._compare import comparison_configs
+from varsmooth.experiments.comparison import comparison_configs
 from varsmooth.io import read_json
 
 BASE = dict(dataset="digits", model="mlp", method="ivon", corruption="symmetric:0.3", val_fraction=0.2, epochs=4,

@@ -12,8 +12,8 @@ import pytest
 
 from varsmooth.cli import main
 from varsmooth.errors import InputError
-from varsmooth.experiments import _compare as C
-from varsmooth.experiments import resolve_preset
+from varsmooth.experiments import comparison as C
+from varsmooth.experiments import grids, resolve_preset, selection
 from varsmooth.io import read_csv
 
 IDS = ["noisy-accuracy", "fixed-hessian", "class-dependent", "hessian-init", "natural-noise"]
@@ -48,7 +48,7 @@ def test_smoke_preset_writes_its_files(smoke_outputs, exp_id):
     assert summary["runs_finished"] == summary["runs_total"] > 0
     rows = read_csv(out / "results.csv")
     header = list(rows[0])
-    expected = list(C.TAGS) + (["kappa"] if exp_id == "class-dependent" else []) + ["metric", "value"]
+    expected = list(grids.TAGS) + (["kappa"] if exp_id == "class-dependent" else []) + ["metric", "value"]
     assert header == expected
     runs = {tuple(r[c] for c in header[:-2]) for r in rows}
     assert len(runs) == summary["runs_total"]  # one row per run and metric
@@ -104,13 +104,14 @@ def test_select_fixed_and_by_validation():
         {"alpha": a, "seed": s, "val_acc": v, "test_acc": t}
         for a, s, v, t in [(0.1, 0, 0.5, 0.9), (0.1, 1, 0.7, 0.8), (0.5, 0, 0.6, 0.7), (0.5, 1, 0.7, 0.6)]
     ]
-    by_val = C.select(recs, hp=("alpha",), report="test_acc", by="val_acc")
+    by_val = selection.select(recs, hp=("alpha",), report="test_acc", by="val_acc")
     assert by_val["chosen"] == {"alpha": 0.5} and by_val["values"] == {0: 0.7, 1: 0.6}
     assert by_val["mean"] == pytest.approx(0.65) and by_val["std"] == pytest.approx(np.std([0.7, 0.6], ddof=1))
-    by_test = C.select(recs, hp=("alpha",), report="test_acc", by="test_acc")
+    by_test = selection.select(recs, hp=("alpha",), report="test_acc", by="test_acc")
     assert by_test["chosen"] == {"alpha": 0.1}
-    assert C.select(recs, hp=("alpha",), report="test_acc", by=None, fixed={"alpha": 0.5})["mean"] == by_val["mean"]
-    assert C.select(recs, hp=("alpha",), report="test_acc", by=None, fixed={"alpha": 0.3}) is None
+    fixed = selection.select(recs, hp=("alpha",), report="test_acc", by=None, fixed={"alpha": 0.5})
+    assert fixed["mean"] == by_val["mean"]
+    assert selection.select(recs, hp=("alpha",), report="test_acc", by=None, fixed={"alpha": 0.3}) is None
 
 
 class Interrupt:
@@ -210,7 +211,7 @@ def _same(cell: str, value) -> bool:
 
 @pytest.mark.parametrize("exp_id", IDS)
 def test_summary_states_its_claims_and_their_verdicts_recompute_from_results(smoke_outputs, exp_id):
-    from varsmooth import claims as K
+    from varsmooth.experiments import claims as K
 
     root, _ = smoke_outputs
     summary = json.loads((root / exp_id / "summary.json").read_text())

@@ -10,8 +10,8 @@ import pytest
 from varsmooth.cli import main
 from varsmooth.errors import InputError
 from varsmooth.experiments import resolve_preset
+from varsmooth.experiments.gallery import Gallery, class_pair, ls_noise
 from varsmooth.experiments.smoothed_labels import class_average, ls_matrix
-from varsmooth.gallery import Gallery, class_pair, ls_noise
 from varsmooth.io import read_csv
 
 

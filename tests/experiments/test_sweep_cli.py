@@ -17,7 +17,7 @@ from pathlib import Path
 
 from varsmooth.cli import main
 from varsmooth.io import read_csv, read_json
-from varsmooth.report import write_report
+from varsmooth.report.html import write_report
 
 FORK = multiprocessing.get_context("fork")
 # 5 runs (ERM, LS x2, SAM, IVON) of 3 epochs on the bundled digits
@@ -91,7 +91,7 @@ def test_two_diverging_of_twelve_recorded_the_rest_finished_exit_1(tmp_path, cap
     assert "Failed runs" in page and "sam_rho1e+30_s1" in page
     # a re-run trains nothing: the 10 finished and the 2 recorded failures are all skipped
     calls = []
-    import varsmooth.experiments._compare as compare
+    import varsmooth.experiments.comparison as compare
 
     real = compare.compare_run
     monkeypatch.setattr(compare, "compare_run", lambda cfg, run_dir, **kw: calls.append(cfg["name"]) or real(

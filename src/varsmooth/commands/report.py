@@ -1,13 +1,13 @@
 """``varsmooth report DIR [--title T] [--max-rows N] [--into FILE]``: write DIR/report.html (self-contained) and
 DIR/results.md; with ``--into``, write the results digest (claims and pivots) into FILE between its markers instead
-(:mod:`varsmooth.digest`)."""
+(:mod:`varsmooth.report.digest`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..digest import BEGIN, results_digest, sync_markdown
-from ..report import write_report
+from ..report.digest import BEGIN, results_digest, sync_markdown
+from ..report.html import write_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import experiments as ex
 from ..errors import InputError
 from ..experiments.sweep import parse_shard
-from ..summary import summarize
+from ..report.summary import summarize
 
 DEFAULT_EXPERIMENT = "demo"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..engine import TrainConfig, TrainingDiverged, train
 from ..errors import InputError
-from ..summary import summarize
+from ..report.summary import summarize
 
 
 def _options(text: str) -> dict:

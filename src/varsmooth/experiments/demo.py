@@ -16,7 +16,7 @@ atypical and mislabeled examples (Fig. 1, 3), and IVON copes with label errors b
    (``(1 - r) a + r (1 - a) / (K - 1)``), so the noisy validation split ranks settings like a clean one would,
    up to sampling error. The clean test set is read once per run for the reported numbers.
 2. ``noise-gallery/``: the selected IVON run's per-example label noise (see
-   :mod:`varsmooth.gallery`) against the known flips: the fraction of flipped labels among the
+   :mod:`.gallery`) against the known flips: the fraction of flipped labels among the
    ``top_k`` highest-noise examples vs the base rate, and AUROC. The highest-noise examples are the *ambiguous*
    ones the model is torn on, only modestly enriched in flips: IVON fits few of the flipped labels, so their
    softmax is saturated on the true class and their noise is small. IVON's posterior predictive ``1 - p_pred[y]``
@@ -36,14 +36,15 @@ import numpy as np
 
 from .. import plots
 from ..errors import InputError
-from ..gallery import image_fn, ivon_gallery, write_gallery
 from ..io import read_json, write_json
-from ..report import write_report
+from ..report.html import write_report
 from . import Runtime
-from . import _compare as C
-from ._claims import comparison_claims
-from ._common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
-from .noise_gallery import check_gallery_options
+from .claims import comparison_claims
+from .common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
+from .comparison import RUN_FN, progress_note
+from .gallery import check_gallery_options, image_fn, ivon_gallery, write_gallery
+from .grids import AUTO, check_configs, grid, require_data, run_config
+from .selection import chosen_text, select
 
 ID = "demo"
 DESCRIPTION = (
@@ -69,17 +70,17 @@ IVON_RUN = "ivon-auto"
 
 
 def configs(cfg: dict[str, Any], *, progress: bool = False) -> list[dict[str, Any]]:
-    """The demo's sweep (:mod:`._compare` configurations): ERM, LS over ``ls_alphas`` and IVON with ess chosen by
-    the engine, named ``erm``, ``ls-alpha<a>`` and ``ivon-auto``; every run on the same ``test_subset``."""
-    C.require_data(cfg)
+    """The demo's sweep (:func:`.grids.run_config` configurations): ERM, LS over ``ls_alphas`` and IVON with ess
+    chosen by the engine, named ``erm``, ``ls-alpha<a>`` and ``ivon-auto``; every run on the same ``test_subset``."""
+    require_data(cfg)
     if not float((cfg.get("train") or {}).get("val_fraction") or 0) > 0:
         raise InputError("demo: train.val_fraction must be > 0 (hyperparameters are chosen on a validation split)")
     corruption, seed = str(cfg["corruption"]), int(cfg["seed"])
     runs = [("erm", "erm", {})]
-    runs += [(f"ls-alpha{a}", "ls", {"alpha": a}) for a in C.grid(cfg, "ls_alphas", upper=1.0)]
-    runs.append((IVON_RUN, "ivon", {"ess_factor": C.AUTO}))
+    runs += [(f"ls-alpha{a}", "ls", {"alpha": a}) for a in grid(cfg, "ls_alphas", upper=1.0)]
+    runs.append((IVON_RUN, "ivon", {"ess_factor": AUTO}))
     return [
-        named_run(C.run_config(cfg, m, corruption, seed, **hp), name, cfg, progress=progress) for name, m, hp in runs
+        named_run(run_config(cfg, m, corruption, seed, **hp), name, cfg, progress=progress) for name, m, hp in runs
     ]
 
 
@@ -89,7 +90,7 @@ def selected(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for method in ("erm", "ls", "ivon"):
         runs = [r for r in recs if r["method"] == method]
         hp = (HYPER[method],) if method in HYPER else ()
-        sel = C.select(runs, hp=hp, report="test_acc", by="val_pred_acc")
+        sel = select(runs, hp=hp, report="test_acc", by="val_pred_acc")
         best[method] = next(r for r in runs if all(r[k] == v for k, v in sel["chosen"].items()))
     return best
 
@@ -100,11 +101,11 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     seed = int(cfg["seed"])
     check_gallery_options(cfg)
     sweep = configs(cfg, progress=progress)
-    C.check_configs(sweep)
+    check_configs(sweep)
     with torch_threads(cfg.get("threads")):
-        results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
+        results, finished = sweep_finished(sweep, out, runtime, RUN_FN)
         if not finished:  # runs of another shard, or failed runs
-            return {"description": DESCRIPTION, **C.progress_note(results, out)}
+            return {"description": DESCRIPTION, **progress_note(results, out)}
         search = read_json(out / "runs" / IVON_RUN / "config.json")["ess_search"]
         recs = []
         for c, m in results:
@@ -155,9 +156,9 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
 
 
 def comparison_rows(recs: list[dict[str, Any]], corruption: str) -> list[dict[str, Any]]:
-    """The demo's selection as :func:`._compare.compare_table` rows (fair protocol, one setting): ERM, best LS
+    """The demo's selection as :func:`.selection.compare_table` rows (fair protocol, one setting): ERM, best LS
     (alpha by validation accuracy), IVON at the mean and predictive (the engine's ess choice), with test NLL and
-    ECE at the chosen setting and ``values`` ({seed: test accuracy}) for :func:`._claims.comparison_claims`."""
+    ECE at the chosen setting and ``values`` ({seed: test accuracy}) for :func:`.claims.comparison_claims`."""
     entries = (
         ("ERM", "erm", (), "test_", "val_acc"),
         ("best LS", "ls", ("alpha",), "test_", "val_acc"),
@@ -166,10 +167,10 @@ def comparison_rows(recs: list[dict[str, Any]], corruption: str) -> list[dict[st
     )
     rows = []
     for label, method, hp, pre, by in entries:
-        sel = C.select([r for r in recs if r["method"] == method], hp=hp, report=f"{pre}acc", by=by,
+        sel = select([r for r in recs if r["method"] == method], hp=hp, report=f"{pre}acc", by=by,
                        also={"nll": f"{pre}nll", "ece": f"{pre}ece"})  # fmt: skip
         if sel is not None:
-            chosen = ", ".join(f"{k}={C._fmt(v)}" for k, v in sel["chosen"].items()) or "-"
+            chosen = chosen_text(sel["chosen"])
             rows.append({"corruption": corruption, "protocol": "fair", "method": label, **sel, "chosen": chosen,
                          "hp": sel["chosen"], "run_method": method})  # fmt: skip
     return rows
@@ -280,7 +281,7 @@ def reliability_figure(path: Path, runs: Path, best: dict[str, dict], *, corrupt
 
 
 def gallery_section(path: Path, cfg: dict[str, Any], result, g, *, alpha: float) -> dict[str, Any]:
-    """``noise-gallery/``: the selected IVON run's label noise (:func:`varsmooth.gallery.write_gallery`)."""
+    """``noise-gallery/``: the selected IVON run's label noise (:func:`.gallery.write_gallery`)."""
     path.mkdir(parents=True, exist_ok=True)
     data = result.run.data
     summary, rows = write_gallery(

@@ -16,54 +16,55 @@ from pathlib import Path
 from typing import Any
 
 from .. import plots
-from ..report import markdown_table
-from . import _compare as C
-from ._claims import fixed_hessian_claims
-from .noisy_accuracy import corruptions
+from ..report.tables import markdown_table
+from .claims import fixed_hessian_claims
+from .comparison import progress_note, run_grid
+from .grids import corruptions, ess_grid, fmt_factor, grid, require_data, run_config
+from .selection import records, select, stats
 
 ID = "fixed-hessian"
 DESCRIPTION = "Fig. 6: IVON with learned vs fixed Hessian (beta2 = 1) under synthetic label noise"
 
 
 def build(cfg: dict[str, Any]) -> list[dict]:
-    C.require_data(cfg)
+    require_data(cfg)
     configs = []
     for corruption in corruptions(cfg):
-        ess_factors = C.ess_grid(cfg, corruption)
-        learned = C.grid(cfg, "hess_inits", corruption, positive=True)
-        fixed = C.grid(cfg, "fixed_hess_inits", corruption, positive=True)
+        ess_factors = ess_grid(cfg, corruption)
+        learned = grid(cfg, "hess_inits", corruption, positive=True)
+        fixed = grid(cfg, "fixed_hess_inits", corruption, positive=True)
         for seed in cfg["seeds"]:
             for e in ess_factors:
-                configs += [C.run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for h in learned]
-                configs += [C.run_config(cfg, "ivon-fixed-h", corruption, seed, ess_factor=e, h0=h) for h in fixed]
+                configs += [run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for h in learned]
+                configs += [run_config(cfg, "ivon-fixed-h", corruption, seed, ess_factor=e, h0=h) for h in fixed]
     return configs
 
 
 def _variant(r: dict) -> str:
-    return f"{'learned' if r['method'] == 'ivon' else 'fixed'} h (h0={r['h0']:g}, ess {C.fmt_factor(r['ess_factor'])})"
+    return f"{'learned' if r['method'] == 'ivon' else 'fixed'} h (h0={r['h0']:g}, ess {fmt_factor(r['ess_factor'])})"
 
 
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     from . import Runtime
 
     configs = build(cfg)
-    rows, results = C.run_grid(configs, out, runtime or Runtime())
-    recs = C.records(results)
+    rows, results = run_grid(configs, out, runtime or Runtime())
+    recs = records(results)
     table, gaps = [], []
     for corruption in dict.fromkeys(r["corruption"] for r in recs):
         here = [r for r in recs if r["corruption"] == corruption]
         for variant in dict.fromkeys(_variant(r) for r in here):
             vr = [r for r in here if _variant(r) == variant]
             for metric in ("test_acc", "test_pred_acc"):
-                s = C._stats([r[metric] for r in vr if metric in r])
+                s = stats([r[metric] for r in vr if metric in r])
                 table.append({"corruption": corruption, "variant": variant, "method": vr[0]["method"],
                               "h0": vr[0]["h0"],
                               "ess_factor": vr[0]["ess_factor"], "metric": metric, **s})  # fmt: skip
         for e in dict.fromkeys(r["ess_factor"] for r in here):
             for report, by in (("test_acc", "test_acc"), ("test_acc", "val_acc"), ("test_pred_acc", "val_pred_acc")):
                 sub = [r for r in here if r["ess_factor"] == e]
-                learned = C.select([r for r in sub if r["method"] == "ivon"], hp=("h0",), report=report, by=by)
-                fixed = C.select([r for r in sub if r["method"] == "ivon-fixed-h"], hp=("h0",), report=report, by=by)
+                learned = select([r for r in sub if r["method"] == "ivon"], hp=("h0",), report=report, by=by)
+                fixed = select([r for r in sub if r["method"] == "ivon-fixed-h"], hp=("h0",), report=report, by=by)
                 if learned and fixed:
                     gaps.append(
                         {
@@ -93,4 +94,4 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
             ).name  # fmt: skip
         )
     return {"table": table, "learned_minus_best_fixed": gaps, "claims": fixed_hessian_claims(recs), "figures": figures,
-            **C.progress_note(results, out)}
+            **progress_note(results, out)}

@@ -17,24 +17,25 @@ from typing import Any
 import numpy as np
 
 from .. import plots
-from ..report import markdown_table
-from . import _compare as C
-from ._claims import hessian_init_claims
-from .noisy_accuracy import corruptions
+from ..report.tables import markdown_table
+from .claims import hessian_init_claims
+from .comparison import progress_note, run_grid
+from .grids import corruptions, ess_grid, fmt_factor, grid, require_data, run_config
+from .selection import records, stats
 
 ID = "hessian-init"
 DESCRIPTION = "Fig. 10: IVON test accuracy vs Hessian initialisation h0 under label noise"
 
 
 def build(cfg: dict[str, Any]) -> list[dict]:
-    C.require_data(cfg)
+    require_data(cfg)
     configs = []
     for corruption in corruptions(cfg):
-        ess_factors = C.ess_grid(cfg, corruption)
-        h0s = C.grid(cfg, "hess_inits", corruption, positive=True)
+        ess_factors = ess_grid(cfg, corruption)
+        h0s = grid(cfg, "hess_inits", corruption, positive=True)
         for seed in cfg["seeds"]:
             configs += [
-                C.run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s
+                run_config(cfg, "ivon", corruption, seed, ess_factor=e, h0=h) for e in ess_factors for h in h0s
             ]
     return configs
 
@@ -43,8 +44,8 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     from . import Runtime
 
     configs = build(cfg)
-    rows, results = C.run_grid(configs, out, runtime or Runtime())
-    recs = C.records(results)
+    rows, results = run_grid(configs, out, runtime or Runtime())
+    recs = records(results)
     spread_from = float(cfg.get("spread_from", 0.05))
     table, spread = [], []
     keys = dict.fromkeys((r["corruption"], r["ess_factor"]) for r in recs)
@@ -53,7 +54,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
         for metric in ("test_acc", "test_pred_acc"):
             means = {}
             for h in sorted(dict.fromkeys(r["h0"] for r in here)):
-                s = C._stats([r[metric] for r in here if r["h0"] == h and metric in r])
+                s = stats([r[metric] for r in here if r["h0"] == h and metric in r])
                 means[h] = s["mean"]
                 table.append({"corruption": corruption, "ess_factor": e, "h0": h, "metric": metric, **s})
             big = [m for h, m in means.items() if h >= spread_from]
@@ -69,7 +70,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
         (out / "table.md").write_text(markdown_table(md, list(md[0])), encoding="utf-8")
         curves = [
             {**r, "metric": "test_acc",
-             "method": f"{'pred.' if r['metric'] == 'test_pred_acc' else 'mean'}, ess {C.fmt_factor(r['ess_factor'])}"}
+             "method": f"{'pred.' if r['metric'] == 'test_pred_acc' else 'mean'}, ess {fmt_factor(r['ess_factor'])}"}
             for r in rows if r["metric"] in ("test_acc", "test_pred_acc")
         ]  # fmt: skip
         figures.append(
@@ -84,4 +85,4 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
             ).name  # fmt: skip
         )
     return {"table": table, "spread": spread, "claims": hessian_init_claims(recs, h0_from=spread_from),
-            "figures": figures, **C.progress_note(results, out)}
+            "figures": figures, **progress_note(results, out)}

@@ -13,7 +13,7 @@ Label sources, in this order:
    files; their numbers say nothing about natural noise.
 
 Per seed: ERM, LS over ``alphas``, SAM over ``rhos``, IVON over ``ess_factors`` x ``hess_inits``, with the paper
-and fair protocols of :mod:`._compare`. Outputs as in ``noisy-accuracy`` (the setting column ``corruption`` holds the
+and fair protocols of :mod:`.selection`. Outputs as in ``noisy-accuracy`` (the setting column ``corruption`` holds the
 label source).
 """
 
@@ -27,7 +27,9 @@ import numpy as np
 from ..data.corruption import corrupt_labels, parse_corruption, transition_matrix
 from ..errors import InputError
 from ..io import atomic_open
-from . import _compare as C
+from .common import load_cached
+from .comparison import run_comparison
+from .grids import require_data
 
 ID = "natural-noise"
 DESCRIPTION = "Fig. 9: natural label noise (Clothing1M or CIFAR-N label files; a seeded stand-in file on CPU)"
@@ -36,7 +38,7 @@ NATURAL_DATASETS = ("clothing1m",)
 
 def write_stand_in(cfg: dict[str, Any], out: Path) -> Path:
     """Write ``out/stand_in_labels.npy``: the training labels corrupted by ``cfg["stand_in"]`` (seeded)."""
-    data = C.load_cached({k: cfg.get(k) for k in ("dataset", "data_dir")} | {"data_options": cfg.get("data_options")})
+    data = load_cached({k: cfg.get(k) for k in ("dataset", "data_dir")} | {"data_options": cfg.get("data_options")})
     spec = parse_corruption(str(cfg["stand_in"]))
     if spec.kind.value == "none":
         raise InputError("stand_in='none' gives no label noise; use a synthetic spec such as class-dependent:0.1:0.05")
@@ -71,10 +73,10 @@ def label_source(cfg: dict[str, Any], out: Path) -> tuple[str, dict[str, Any]]:
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     from . import Runtime
 
-    C.require_data(cfg)
+    require_data(cfg)
     source, options = label_source(cfg, out)
     run_cfg = dict(cfg)
     run_cfg["train"] = {**(cfg.get("train") or {}), **options}
-    summary = C.run_comparison(run_cfg, out, runtime or Runtime(), [(source, "none", {})], setting="corruption",
+    summary = run_comparison(run_cfg, out, runtime or Runtime(), [(source, "none", {})], setting="corruption",
                                relabel={"corruption": source}, figure="Fig. 9")  # fmt: skip
     return {"label_source": source, "stand_in": bool(cfg.get("stand_in")) and "stand-in" in source, **summary}

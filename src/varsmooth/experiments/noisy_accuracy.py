@@ -2,7 +2,7 @@
 
 For each corruption (``corruptions``: symmetric 20%, symmetric 40%, pair-flip 20%) and seed: ERM, LS over ``alphas``,
 SAM over ``rhos`` and IVON over ``ess_factors`` x ``hess_inits`` (ess = factor x training-set size; the paper uses
-ess = N, h0 = 0.9). Reports the *paper* and *fair* protocols side by side (see :mod:`._compare`), IVON at the
+ess = N, h0 = 0.9). Reports the *paper* and *fair* protocols side by side (see :mod:`.selection`), IVON at the
 mean and as posterior predictive, and the label noise IVON induced at each ess.
 
 Outputs: ``results.csv`` (one row per run and metric), ``selection.csv`` and ``table.md`` (ERM, best LS, best SAM,
@@ -15,26 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.corruption import parse_corruption
-from ..errors import InputError
-from . import _compare as C
+from .comparison import run_comparison
+from .grids import corruptions
 
 ID = "noisy-accuracy"
 DESCRIPTION = "Fig. 5, 8: accuracy vs LS alpha / SAM rho with IVON and ERM under symmetric and pair-flip corruption"
-
-
-def corruptions(cfg: dict) -> list[str]:
-    """The preset's ``corruptions`` list, each parsed (InputError for a bad one)."""
-    values = cfg.get("corruptions")
-    if not isinstance(values, list) or not values:
-        raise InputError(f"corruptions={values!r} is not allowed; give a list such as [symmetric:0.2, pairflip:0.2]")
-    for v in values:
-        parse_corruption(str(v))
-    return [str(v) for v in values]
 
 
 def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict[str, Any]:
     from . import Runtime
 
     settings = [(corruption, corruption, {}) for corruption in corruptions(cfg)]
-    return C.run_comparison(cfg, out, runtime or Runtime(), settings, setting="corruption")
+    return run_comparison(cfg, out, runtime or Runtime(), settings, setting="corruption")

@@ -33,12 +33,13 @@ from matplotlib.figure import Figure
 
 from .. import plots
 from ..errors import InputError
-from ..gallery import ivon_gallery
 from ..io import atomic_open, write_csv
 from ..plots import save_figure
 from . import Runtime
-from . import _compare as C
-from ._common import named_run, sweep_finished, torch_threads, train_sweep_run, write_results
+from .common import load_cached, named_run, sweep_finished, torch_threads, train_sweep_run, write_results
+from .comparison import RUN_FN, progress_note
+from .gallery import ivon_gallery
+from .grids import check_configs, require_data, run_config
 
 ID = "smoothed-labels"
 DESCRIPTION = (
@@ -123,12 +124,12 @@ def _heatmap(path: Path, eps: np.ndarray, classes: list[int], names: list[str]) 
 
 
 def configs(cfg: dict[str, Any], *, progress: bool = False) -> list[dict[str, Any]]:
-    """The IVON and OLS runs (:mod:`._compare` configurations named ``ivon`` and ``ols``; the preset's ``ivon`` /
-    ``ols`` mappings are each one's own options)."""
-    C.require_data(cfg)
+    """The IVON and OLS runs (:func:`.grids.run_config` configurations named ``ivon`` and ``ols``; the preset's
+    ``ivon`` / ``ols`` mappings are each one's own options)."""
+    require_data(cfg)
     corruption, seed = str(cfg["corruption"]), int(cfg["seed"])
     return [
-        named_run(C.run_config(cfg, m, corruption, seed, **(cfg.get(m) or {})), m, cfg, progress=progress)
+        named_run(run_config(cfg, m, corruption, seed, **(cfg.get(m) or {})), m, cfg, progress=progress)
         for m in ("ivon", "ols")
     ]
 
@@ -140,13 +141,13 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
     if not 0 <= alpha <= 1:
         raise InputError(f"ls_alpha={alpha} is not allowed; it must be in [0, 1]")
     sweep = configs(cfg, progress=progress)
-    C.check_configs(sweep)
+    check_configs(sweep)
     with torch_threads(cfg.get("threads")):
-        k = C.load_cached(sweep[0]["train"]).num_classes
+        k = load_cached(sweep[0]["train"]).num_classes
         classes = plot_classes(cfg.get("classes"), k, seed)  # checked before training
-        results, finished = sweep_finished(sweep, out, runtime, C.RUN_FN)
+        results, finished = sweep_finished(sweep, out, runtime, RUN_FN)
         if not finished:  # another shard's runs
-            return {"description": DESCRIPTION, **C.progress_note(results, out)}
+            return {"description": DESCRIPTION, **progress_note(results, out)}
         ivon, ols = (train_sweep_run(c, out / "runs" / c["name"]) for c in sweep)  # finished: evaluated again
         g = ivon_gallery(ivon, samples=int(cfg["noise_samples"]), seed=seed, progress=progress)
     data = ivon.run.data

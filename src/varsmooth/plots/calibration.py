@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..metrics import ece
-from ._base import _grid, save_figure
+from .base import panel_grid, save_figure
 
 
 def reliability_bins(labels: Any, probs: Any, *, bins: int = 15) -> dict[str, np.ndarray]:
@@ -47,7 +47,7 @@ def reliability_diagram_figure(
     """One panel per method; see :func:`reliability_diagram`."""
     if not predictions:
         raise ValueError("reliability_diagram needs at least one method")
-    fig, axes = _grid(len(predictions), ncols, (3.0, 3.1), sharey=True)
+    fig, axes = panel_grid(len(predictions), ncols, (3.0, 3.1), sharey=True)
     for ax, (name, (labels, probs)) in zip(axes, predictions.items(), strict=True):
         stats = reliability_bins(labels, probs, bins=bins)
         edges, width = stats["edges"], 1.0 / bins

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..report import aggregate
-from ._base import _filter, _outside_legend, _unique, save_figure
+from ..report.tables import aggregate
+from .base import filter_rows, outside_legend, save_figure, unique
 
 
 def noise_histogram(
@@ -42,7 +42,7 @@ def noise_histogram(
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _outside_legend(ax)
+    outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -86,7 +86,7 @@ def line_plot(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(ys) > 1:
-        _outside_legend(ax)
+        outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -129,7 +129,7 @@ def bar_plot(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    _outside_legend(ax)
+    outside_legend(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -149,12 +149,12 @@ def bar_plot_rows(
 ) -> Path:
     """:func:`bar_plot` from tidy rows: mean ± std over seeds of ``metric`` per (``group``, ``series``) value.
     A missing (group, series) pair is drawn as a zero-height bar with no error. ``options`` go to bar_plot."""
-    rows = _filter(rows, metric=metric, **dict(where or {}))
+    rows = filter_rows(rows, metric=metric, **dict(where or {}))
     if not rows:
         raise ValueError(f"bar_plot_rows: no rows (metric={metric!r}, where={dict(where or {})})")
     agg = aggregate(rows, over=seed_column, value=value_column, keys=[group, series])
-    groups = _unique(str(a[group]) for a in agg)
-    names = _unique(str(a[series]) for a in agg)
+    groups = unique(str(a[group]) for a in agg)
+    names = unique(str(a[series]) for a in agg)
     table = {(str(a[group]), str(a[series])): a for a in agg}
     means = {s: [table[(g, s)]["mean"] if (g, s) in table else 0.0 for g in groups] for s in names}
     stds = {s: [table[(g, s)]["std"] if (g, s) in table else 0.0 for g in groups] for s in names}

@@ -9,8 +9,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..report import aggregate
-from ._base import _figure_legend, _filter, _unique, save_figure
+from ..report.tables import aggregate
+from .base import figure_legend, filter_rows, save_figure, unique
 
 
 def accuracy_vs_hyperparameter_figure(
@@ -34,18 +34,18 @@ def accuracy_vs_hyperparameter_figure(
     """Mean ± std over seeds of ``metric`` against a hyperparameter; see :func:`accuracy_vs_hyperparameter`."""
     if metric is not None and rows and "metric" not in rows[0]:
         raise ValueError("rows have no 'metric' column; pass metric=None")
-    rows = _filter(rows, metric=metric, **dict(where or {}))
+    rows = filter_rows(rows, metric=metric, **dict(where or {}))
     x_of = dict(x) if isinstance(x, Mapping) else {m: x for m in baseline_methods}
     missing = [m for m in baseline_methods if m not in x_of]
     if missing:
         raise ValueError(f"no x column given for baseline methods {missing}")
     # One row of panels per distinct x column (LS alpha on top, SAM rho below, as in Fig. 5); one column per panel.
     groups = {
-        col: [m for m in baseline_methods if x_of[m] == col] for col in _unique(x_of[m] for m in baseline_methods)
+        col: [m for m in baseline_methods if x_of[m] == col] for col in unique(x_of[m] for m in baseline_methods)
     }
     if not rows:
         raise ValueError(f"no rows to plot (metric={metric!r}, where={dict(where or {})})")
-    panels = _unique(str(r[panel]) for r in rows) if panel and panel in rows[0] else [None]
+    panels = unique(str(r[panel]) for r in rows) if panel and panel in rows[0] else [None]
     colors = {m: f"C{i % 10}" for i, m in enumerate(baseline_methods)}
     # bands are fixed across panels so each keeps its colour; empty band_by cells (e.g. ess of ERM) are not named
     bands = [(b, k) for b in band_methods for k in _band_keys(rows, b, band_by, method_column)]
@@ -98,14 +98,14 @@ def accuracy_vs_hyperparameter_figure(
             if pval is not None:
                 ax.set_title(f"{panel} = {pval}", fontsize=10)
             ax.grid(alpha=0.3)
-    _figure_legend(fig)
+    figure_legend(fig)
     if title:
         fig.suptitle(title)
     return fig
 
 
 def _band_keys(rows, method, band_by, method_column) -> list[tuple[str, ...]]:
-    return _unique(tuple(str(r.get(c)) for c in band_by) for r in rows if str(r.get(method_column)) == str(method))
+    return unique(tuple(str(r.get(c)) for c in band_by) for r in rows if str(r.get(method_column)) == str(method))
 
 
 def accuracy_vs_hyperparameter(

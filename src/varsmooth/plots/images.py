@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._base import _figure_legend, _grid, save_figure
+from .base import figure_legend, panel_grid, save_figure
 
 
-def _as_hw_images(images: Any) -> tuple[np.ndarray, bool]:
+def as_hw_images(images: Any) -> tuple[np.ndarray, bool]:
     """(N, H, W) or (N, C, H, W) / (N, H, W, C) -> (N, H, W) grayscale or (N, H, W, 3) RGB scaled to [0, 1]."""
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float64)
     if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
@@ -40,7 +40,7 @@ def image_grid_figure(
     cmap: str = "gray",
 ) -> Figure:
     """One panel per image with ``value`` (3 decimals) and optional ``labels[i]`` beneath it; see :func:`image_grid`."""
-    imgs, rgb = _as_hw_images(images)
+    imgs, rgb = as_hw_images(images)
     n = len(imgs)
     if len(values) != n or (labels is not None and len(labels) != n):
         raise ValueError(
@@ -49,7 +49,7 @@ def image_grid_figure(
         )
     if n == 0:
         raise ValueError("image_grid needs at least one image")
-    fig, axes = _grid(n, ncols, (1.35, 1.65))
+    fig, axes = panel_grid(n, ncols, (1.35, 1.65))
     for i, ax in enumerate(axes):
         ax.imshow(imgs[i], cmap=None if rgb else cmap, interpolation="nearest")
         ax.set_xticks([])
@@ -101,7 +101,7 @@ def smoothed_label_bars_figure(
     k = next(iter(shapes))[0]
     classes = list(range(min(k, 10)) if classes is None else classes)
     names = list(class_names) if class_names is not None else [str(c) for c in range(k)]
-    fig, axes = _grid(len(classes), ncols, (3.0, 2.4), sharey=True)
+    fig, axes = panel_grid(len(classes), ncols, (3.0, 2.4), sharey=True)
     width = 0.8 / len(mats)
     pos = np.arange(len(classes))
     for ax, c in zip(axes, classes, strict=True):
@@ -119,7 +119,7 @@ def smoothed_label_bars_figure(
         ax.set_xticks(pos, [names[i] for i in classes], fontsize=7, rotation=90 if len(classes) > 10 else 0)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("smoothed label")
-    _figure_legend(fig)
+    figure_legend(fig)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

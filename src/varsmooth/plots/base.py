@@ -23,7 +23,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> Path
     return path
 
 
-def _filter(rows: Sequence[Mapping[str, Any]], **where: Any) -> list[Mapping[str, Any]]:
+def filter_rows(rows: Sequence[Mapping[str, Any]], **where: Any) -> list[Mapping[str, Any]]:
     """Rows whose columns equal the given values (compared as strings, so CSV rows and Python rows both work)."""
     keep = {
         k: {str(v) for v in (vals if isinstance(vals, (list, tuple, set)) else [vals])}
@@ -33,11 +33,11 @@ def _filter(rows: Sequence[Mapping[str, Any]], **where: Any) -> list[Mapping[str
     return [r for r in rows if all(str(r.get(k)) in vals for k, vals in keep.items())]
 
 
-def _unique(values) -> list:
+def unique(values) -> list:
     return list(dict.fromkeys(values))
 
 
-def _grid(n: int, ncols: int, panel: PanelSize, *, sharey: bool = False) -> tuple[Figure, list]:
+def panel_grid(n: int, ncols: int, panel: PanelSize, *, sharey: bool = False) -> tuple[Figure, list]:
     """A figure with ``n`` panels on a grid ``ncols`` wide; unused cells are removed, so len(fig.axes) == n."""
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
@@ -48,7 +48,7 @@ def _grid(n: int, ncols: int, panel: PanelSize, *, sharey: bool = False) -> tupl
     return fig, list(axes[:n])
 
 
-def _figure_legend(fig: Figure) -> None:
+def figure_legend(fig: Figure) -> None:
     """One legend for the whole figure, right of the panels, with each label once."""
     seen: dict[str, Any] = {}
     for ax in fig.axes:
@@ -58,6 +58,6 @@ def _figure_legend(fig: Figure) -> None:
         fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
 
 
-def _outside_legend(ax) -> None:
+def outside_legend(ax) -> None:
     """The axes' legend right of its plot area, so it never covers data (bars, lines, histograms)."""
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)

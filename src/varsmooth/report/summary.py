@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import read_csv, read_json
+from ..io import read_csv, read_json
 
 __all__ = ["format_table", "summarize", "summary_rows"]
 

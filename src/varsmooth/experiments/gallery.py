@@ -30,15 +30,28 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from . import plots
-from .detect.scores import detection_metrics, rank_suspects
-from .engine.rundata import fetch
-from .errors import InputError
-from .io import atomic_open, write_csv
-from .noise.network import label_noise
-from .plots import _as_hw_images, save_figure
+from .. import plots
+from ..detect.scores import detection_metrics, rank_suspects
+from ..engine.rundata import fetch
+from ..errors import InputError
+from ..io import atomic_open, write_csv
+from ..noise.network import label_noise
+from ..plots import as_hw_images, save_figure
 
 __all__ = ["Gallery", "class_pair", "detection", "image_fn", "ivon_gallery", "ls_noise", "write_gallery"]
+
+
+def check_gallery_options(cfg: dict[str, Any]) -> None:
+    """InputError unless ``ls_alpha`` is in [0, 1], ``top_k`` and ``noise_samples`` are positive integers and
+    ``pair_class`` is null or a class index (checked before any training)."""
+    alpha, top_k, samples, pair = cfg.get("ls_alpha", 0.1), cfg["top_k"], cfg["noise_samples"], cfg.get("pair_class")
+    if not 0 <= alpha <= 1:
+        raise InputError(f"ls_alpha={alpha} is not allowed; it must be in [0, 1]")
+    for key, value in (("top_k", top_k), ("noise_samples", samples)):
+        if not isinstance(value, int) or not 1 <= value <= 10**6:
+            raise InputError(f"{key}={value!r} is not allowed; it must be an integer in [1, 10**6]")
+    if pair is not None and not (isinstance(pair, int) and 0 <= pair < 10**6):
+        raise InputError(f"pair_class={pair!r} is not allowed; it must be null or a class index >= 0")
 
 
 def ls_noise(labels, num_classes: int, alpha: float) -> np.ndarray:
@@ -321,7 +334,7 @@ def _pair_figure(path: Path, images, g: Gallery, pair, ls: np.ndarray, names) ->
     fig = Figure(figsize=(7.5, 4.6), layout="constrained")
     axes = fig.subplots(2, 2, width_ratios=[1, 3.2])
     k = g.noise.shape[1]
-    shown, rgb = _as_hw_images(images(np.array([regular, atypical])))
+    shown, rgb = as_hw_images(images(np.array([regular, atypical])))
     for r, (i, what) in enumerate(((regular, "regular"), (atypical, "atypical"))):
         axes[r, 0].imshow(shown[r], cmap=None if rgb else "gray", interpolation="nearest")
         axes[r, 0].set_xticks([])

@@ -2,7 +2,7 @@
 
 A digest holds, from the ``summary.json`` of every experiment folder under a root (:func:`experiment_sections`):
 
-- one table of the paper claims with their verdicts and the numbers behind them (:mod:`varsmooth.claims`);
+- one table of the paper claims with their verdicts and the numbers behind them (:mod:`varsmooth.experiments.claims`);
 - per comparison experiment, its pivots (setting x method, mean ± std over seeds with the chosen hyperparameter,
   best per row in bold): test accuracy under both selection protocols, NLL and ECE under the fair one.
 
@@ -18,10 +18,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from .errors import InputError
-from .io import atomic_write
-from .report import experiment_sections, markdown_table
-from .report_tables import CLAIM_COLUMNS, Pivot, claim_rows, pivot_markdown, pivot_tables
+from ..errors import InputError
+from ..io import atomic_write
+from .sections import experiment_sections
+from .tables import CLAIM_COLUMNS, Pivot, claim_rows, markdown_table, pivot_markdown, pivot_tables
 
 __all__ = ["BEGIN", "END", "marked_block", "results_digest", "sync_markdown"]
 

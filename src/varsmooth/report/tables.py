@@ -1,16 +1,152 @@
-"""Tables of the report that lead with the answer: the paper claims gathered from every experiment folder.
+"""The report's tables: seed aggregation and cell formatting, Markdown tables, and the tables that lead with the
+answer -- the paper claims gathered from every experiment folder and the pivots of a comparison's selection.
 
-Reads the ``claims`` list each experiment writes into ``summary.json`` (:mod:`varsmooth.claims`) and returns plain
-rows (dicts of strings) for :func:`varsmooth.report.markdown_table` and the HTML table; and pivots the ``table`` of
-a comparison's summary (setting x method, mean ± std over seeds, the best of each row in bold).
+:func:`aggregate` (mean and sample std over seeds), :func:`format_value`, :func:`mean_std` and
+:func:`markdown_table` are the formatting every table of the package uses (plots aggregate with the same function).
+:func:`claim_rows` reads the ``claims`` list each experiment writes into ``summary.json``
+(:mod:`varsmooth.experiments.claims`) and returns plain rows (dicts of strings) for :func:`markdown_table` and the
+HTML table; :func:`pivot_tables` pivots the ``table`` of a comparison's summary (setting x method, mean ± std over
+seeds, the best of each row in bold).
 """
 
 from __future__ import annotations
 
 import html
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float, or None when it is empty or not a number (CSV values arrive as strings)."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def aggregate(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    over: str = "seed",
+    value: str = "value",
+    keys: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value) of ``value`` over ``over``.
+
+    Rows are grouped by ``keys`` (default: every column except ``over`` and ``value``, in first-seen order); groups
+    keep their first-seen order. Rows whose value is empty or not a number are skipped. Returns one dict per group:
+    the key columns plus ``mean``, ``std`` and ``n`` (number of values averaged).
+    """
+    if keys is None:
+        keys = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in (over, value)]
+    groups: dict[tuple, list[float]] = {}
+    firsts: dict[tuple, Mapping[str, Any]] = {}
+    for r in rows:
+        v = _number(r.get(value))
+        if v is None:
+            continue
+        key = tuple(str(r.get(k, "")) for k in keys)
+        groups.setdefault(key, []).append(v)
+        firsts.setdefault(key, r)
+    out = []
+    for key, vals in groups.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+        out.append(
+            {
+                **{k: firsts[key].get(k, "") for k in keys},
+                "mean": float(arr.mean()),
+                "std": std,
+                "n": int(arr.size),
+            }
+        )
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A table cell: floats (and float-looking strings) to 4 significant digits, everything else as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        num = _number(value)
+        looks_float = any(c in value.lower() for c in ".e") and num is not None and not value.isalpha()
+        return f"{num:.4g}" if looks_float else value
+    if isinstance(value, (list, tuple, dict)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 160 else text[:157] + "..."
+    if isinstance(value, np.generic):
+        return format_value(value.item())
+    return str(value)
+
+
+def mean_std(mean: float, std: float, n: int) -> str:
+    """``"0.9123 ± 0.0041"``: both to the decimals of the std's second significant digit; the mean alone for n = 1."""
+    if n <= 1:
+        return f"{mean:.4g}"
+    if not (math.isfinite(std) and math.isfinite(mean)) or std == 0:
+        return f"{mean:.4g} ± {std:.2g}"
+    decimals = min(max(1 - math.floor(math.log10(float(f"{std:.2g}"))), 0), 10)  # 2 significant digits of std
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def is_numeric_column(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
+    cells = [r.get(col) for r in rows if r.get(col) not in (None, "")]
+    return bool(cells) and all(_number(c) is not None or " ± " in str(c) for c in cells)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` (dicts) restricted to ``columns``.
+
+    Cells go through :func:`format_value`; ``|`` in a cell is escaped; numeric columns are right-aligned
+    (``---:``). Returns the table with a trailing newline.
+    """
+
+    def cell(v: Any) -> str:
+        return format_value(v).replace("|", "\\|").replace("\n", " ")
+
+    align = ["---:" if is_numeric_column(rows, c) else "---" for c in columns]
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_table(
+    rows: Sequence[Mapping[str, Any]], *, max_rows: int = 100, over: str = "seed", value: str = "value"
+) -> tuple[list[dict], list[str], str | None]:
+    """The results table the report shows: ``(rows, columns, note)``.
+
+    With ``over`` and ``value`` columns the rows are aggregated (:func:`aggregate`) into ``mean ± std`` and ``n``
+    columns; otherwise they are shown as they are. Tables longer than ``max_rows`` are cut, and ``note`` says so.
+    """
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    if over in columns and value in columns:
+        keys = [c for c in columns if c not in (over, value) and any(r.get(c) not in (None, "") for r in rows)]
+        agg = aggregate(rows, over=over, value=value, keys=keys)
+        table = [
+            {**{k: a[k] for k in keys}, "mean ± std": mean_std(a["mean"], a["std"], a["n"]), "n": a["n"]} for a in agg
+        ]
+        columns, what = [*keys, "mean ± std", "n"], f"mean ± std over {over} (sample std)"
+    else:
+        table, what = [dict(r) for r in rows], None
+    note = what
+    if len(table) > max_rows:
+        cut = f"showing the first {max_rows} of {len(table)} rows; the full data is in results.csv"
+        note = f"{what}; {cut}" if what else cut
+        table = table[:max_rows]
+    return table, columns, note
+
+
 
 CLAIM_COLUMNS = ("experiment", "figure", "claim", "setting", "verdict", "numbers")
 
@@ -58,7 +194,7 @@ def claims_section_html(rows: Sequence[Mapping[str, str]]) -> str:
         return ""
     return (
         '<section id="claims"><h2>Paper claims: verdicts</h2><p class="note">each rule is code '
-        "(varsmooth.claims), paired over seeds; fewer than 2 seeds: not testable here</p>"
+        "(varsmooth.experiments.claims), paired over seeds; fewer than 2 seeds: not testable here</p>"
         f"{claims_table_html(rows, CLAIM_COLUMNS)}</section>"
     )
 
@@ -99,7 +235,7 @@ def percent_text(cell: Mapping[str, Any]) -> str:
 
 def pivot_tables(table: Sequence[Mapping[str, Any]], *, chosen: bool = False) -> list[Pivot]:
     """Pivots of a comparison's summary ``table`` rows (``{setting, protocol, method, chosen, mean, std, n, text,
-    nll, ece}``, :func:`varsmooth.experiments._compare.compare_table`): one row per (setting, protocol), one column
+    nll, ece}``, :func:`varsmooth.experiments.selection.compare_table`): one row per (setting, protocol), one column
     per method, cells ``mean ± std`` over seeds, accuracy in percent (with ``chosen``, followed by the chosen
     hyperparameter: ``95.1 ± 0.1 (alpha=0.5)``); one pivot per metric of :data:`PIVOT_METRICS` present. The best
     mean of each row (max accuracy, min NLL and ECE) is marked in ``bold``. [] for rows of another shape."""

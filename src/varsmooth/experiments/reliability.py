@@ -1,4 +1,4 @@
-"""The reliability diagram of a method comparison (:mod:`._compare`): calibration of the chosen runs."""
+"""The reliability diagram of a method comparison (:mod:`.comparison`): calibration of the chosen runs."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 ``OUT/report.html``: a table of contents, then per experiment its description, config, summary values, results
 table (tidy results aggregated over ``seed``: mean ± sample std, n) and package versions, with every PNG embedded as
 a base64 data URI, so the file can be mailed or archived alone. ``OUT/results.md`` holds the same results tables in
-Markdown, for pasting into the README. Both are written atomically.
+Markdown. Both are written atomically.
 """
 
 from __future__ import annotations
@@ -13,267 +13,28 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .errors import InputError
-from .io import atomic_write, read_csv, read_json
-from .report_tables import (
+from ..errors import InputError
+from ..io import atomic_write
+from .sections import Section, flatten, paper_order, scan
+from .tables import (
     CLAIM_COLUMNS,
     PROTOCOLS,
     claim_rows,
     claims_section_html,
     claims_table_html,
+    format_value,
+    is_numeric_column,
+    markdown_table,
     pivot_html,
     pivot_markdown,
     pivot_tables,
+    results_table,
 )
-
-MARKERS = ("config.json", "summary.json", "results.csv")
-SKIP_DIRS = {"runs"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# tables
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float, or None when it is empty or not a number (CSV values arrive as strings)."""
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def aggregate(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    over: str = "seed",
-    value: str = "value",
-    keys: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value) of ``value`` over ``over``.
-
-    Rows are grouped by ``keys`` (default: every column except ``over`` and ``value``, in first-seen order); groups
-    keep their first-seen order. Rows whose value is empty or not a number are skipped. Returns one dict per group:
-    the key columns plus ``mean``, ``std`` and ``n`` (number of values averaged).
-    """
-    if keys is None:
-        keys = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in (over, value)]
-    groups: dict[tuple, list[float]] = {}
-    firsts: dict[tuple, Mapping[str, Any]] = {}
-    for r in rows:
-        v = _number(r.get(value))
-        if v is None:
-            continue
-        key = tuple(str(r.get(k, "")) for k in keys)
-        groups.setdefault(key, []).append(v)
-        firsts.setdefault(key, r)
-    out = []
-    for key, vals in groups.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-        out.append(
-            {
-                **{k: firsts[key].get(k, "") for k in keys},
-                "mean": float(arr.mean()),
-                "std": std,
-                "n": int(arr.size),
-            }
-        )
-    return out
-
-
-def format_value(value: Any) -> str:
-    """A table cell: floats (and float-looking strings) to 4 significant digits, everything else as text."""
-    if value is None:
-        return ""
-    if isinstance(value, bool) or isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str):
-        num = _number(value)
-        looks_float = any(c in value.lower() for c in ".e") and num is not None and not value.isalpha()
-        return f"{num:.4g}" if looks_float else value
-    if isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 160 else text[:157] + "..."
-    if isinstance(value, np.generic):
-        return format_value(value.item())
-    return str(value)
-
-
-def mean_std(mean: float, std: float, n: int) -> str:
-    """``"0.9123 ± 0.0041"``: both to the decimals of the std's second significant digit; the mean alone for n = 1."""
-    if n <= 1:
-        return f"{mean:.4g}"
-    if not (math.isfinite(std) and math.isfinite(mean)) or std == 0:
-        return f"{mean:.4g} ± {std:.2g}"
-    decimals = min(max(1 - math.floor(math.log10(float(f"{std:.2g}"))), 0), 10)  # 2 significant digits of std
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
-
-
-def _is_numeric_column(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
-    cells = [r.get(col) for r in rows if r.get(col) not in (None, "")]
-    return bool(cells) and all(_number(c) is not None or " ± " in str(c) for c in cells)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub-flavoured Markdown table of ``rows`` (dicts) restricted to ``columns``.
-
-    Cells go through :func:`format_value`; ``|`` in a cell is escaped; numeric columns are right-aligned
-    (``---:``). Returns the table with a trailing newline.
-    """
-
-    def cell(v: Any) -> str:
-        return format_value(v).replace("|", "\\|").replace("\n", " ")
-
-    align = ["---:" if _is_numeric_column(rows, c) else "---" for c in columns]
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def results_table(
-    rows: Sequence[Mapping[str, Any]], *, max_rows: int = 100, over: str = "seed", value: str = "value"
-) -> tuple[list[dict], list[str], str | None]:
-    """The results table the report shows: ``(rows, columns, note)``.
-
-    With ``over`` and ``value`` columns the rows are aggregated (:func:`aggregate`) into ``mean ± std`` and ``n``
-    columns; otherwise they are shown as they are. Tables longer than ``max_rows`` are cut, and ``note`` says so.
-    """
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    if over in columns and value in columns:
-        keys = [c for c in columns if c not in (over, value) and any(r.get(c) not in (None, "") for r in rows)]
-        agg = aggregate(rows, over=over, value=value, keys=keys)
-        table = [
-            {**{k: a[k] for k in keys}, "mean ± std": mean_std(a["mean"], a["std"], a["n"]), "n": a["n"]} for a in agg
-        ]
-        columns, what = [*keys, "mean ± std", "n"], f"mean ± std over {over} (sample std)"
-    else:
-        table, what = [dict(r) for r in rows], None
-    note = what
-    if len(table) > max_rows:
-        cut = f"showing the first {max_rows} of {len(table)} rows; the full data is in results.csv"
-        note = f"{what}; {cut}" if what else cut
-        table = table[:max_rows]
-    return table, columns, note
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# scanning the output folder
-
-
-@dataclass
-class Section:
-    """One experiment folder (or the loose figures of the output folder)."""
-
-    path: Path
-    rel: str
-    title: str = ""
-    description: str = ""
-    preset: str = ""
-    order: int | None = None  # the experiment's place in the paper's order (config.json), for sorting
-    config: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
-    results: list[dict] | None = None
-    figures: list[Path] = field(default_factory=list)
-    runs: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def anchor(self) -> str:
-        return "sec-" + "".join(c if c.isalnum() else "-" for c in (self.rel or "root"))
-
-
-def _scan(out_dir: Path) -> list[Section]:
-    """Experiment folders (with a marker file) and figure-only folders, each with the PNGs it owns."""
-    experiments: dict[Path, Section] = {}
-    figure_only: dict[Path, Section] = {}
-    for dirpath, dirnames, filenames in os.walk(out_dir):  # top-down, so parents are seen first
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        here = Path(dirpath)
-        rel = here.relative_to(out_dir).as_posix()
-        rel = "" if rel == "." else rel
-        if any(m in filenames for m in MARKERS):
-            experiments[here] = Section(path=here, rel=rel)
-            runs = here / "runs"
-            experiments[here].runs = sum(1 for _ in runs.glob("*/result.json")) if runs.is_dir() else 0
-        for name in sorted(f for f in filenames if f.lower().endswith(".png") and not f.startswith(".")):
-            # a PNG belongs to the nearest experiment folder above it, else to a section for its own folder
-            owner = next((experiments[p] for p in [here, *here.parents] if p in experiments), None)
-            if owner is None:
-                owner = figure_only.setdefault(here, Section(path=here, rel=rel, title=rel or "Figures"))
-            owner.figures.append(here / name)
-    for s in experiments.values():
-        _load(s)
-    return [*experiments.values(), *figure_only.values()]
-
-
-def _load(s: Section) -> None:
-    for name in ("config.json", "summary.json"):
-        path = s.path / name
-        if not path.exists():
-            continue
-        try:
-            data = read_json(path)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as err:
-            s.problems.append(f"could not read {name}: {err}")
-            continue
-        if name == "config.json":
-            s.config = data.get("config", {}) if isinstance(data.get("config"), dict) else {}
-            s.versions = data.get("versions", {}) if isinstance(data.get("versions"), dict) else {}
-            s.title = s.title or str(data.get("experiment", ""))
-            s.preset = str(data.get("preset", ""))
-            s.description = str(data.get("description", ""))
-            s.order = data.get("order") if isinstance(data.get("order"), int) else None
-        else:
-            s.summary = {k: v for k, v in data.items() if k not in ("experiment", "preset", "description")}
-            s.title = s.title or str(data.get("experiment", ""))
-            s.preset = s.preset or str(data.get("preset", ""))
-            s.description = str(data.get("description", "")) or s.description
-    if (s.path / "results.csv").exists():
-        try:
-            s.results = read_csv(s.path / "results.csv")
-        except (OSError, ValueError) as err:
-            s.problems.append(f"could not read results.csv: {err}")
-    s.title = s.title or s.rel or s.path.name
-
-
-def experiment_sections(out_dir: str | os.PathLike) -> list[Section]:
-    """The experiment folders under ``out_dir`` (``out_dir`` included), each loaded, in the paper's order."""
-    return _paper_order(_scan(Path(out_dir).expanduser()))
-
-
-def _paper_order(sections: list[Section]) -> list[Section]:
-    """The output folder first, then experiments in the paper's order (recorded in their config.json), then the
-    rest by path."""
-    last = 1 + max((s.order for s in sections if s.order is not None), default=0)
-    return sorted(sections, key=lambda s: (s.rel != "", last if s.order is None else s.order, s.rel))
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # HTML
@@ -315,7 +76,7 @@ SCRIPT = """window.addEventListener("load", function () {
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], cls: str = "") -> str:
-    num = {c for c in columns if _is_numeric_column(rows, c)}
+    num = {c for c in columns if is_numeric_column(rows, c)}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
         "<tr>"
@@ -329,7 +90,7 @@ def _html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], cls: 
 
 
 def _kv_table(d: Mapping[str, Any]) -> str:
-    return _html_table([{"key": k, "value": v} for k, v in _flatten(d).items()], ["key", "value"], "kv")
+    return _html_table([{"key": k, "value": v} for k, v in flatten(d).items()], ["key", "value"], "kv")
 
 
 def _figure(png: Path, root: Path) -> str:
@@ -432,7 +193,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         raise InputError(f"report: no such folder {str(root)!r}")
     if max_rows < 1:
         raise InputError(f"report: --max-rows must be >= 1, got {max_rows}")
-    sections = _paper_order(_scan(root))
+    sections = paper_order(scan(root))
     if not any(s.figures or s.results is not None or s.summary or s.config for s in sections):
         raise InputError(
             f"report: {str(root)!r} holds no results (no config.json, summary.json, results.csv or "
