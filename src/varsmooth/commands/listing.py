@@ -1,4 +1,7 @@
-"""``varsmooth list``: every experiment, the paper figure it reproduces, and its presets."""
+"""``varsmooth list``: every experiment, the paper figure it reproduces, and its presets; the default demo first.
+
+Reads the experiment modules' ``ID`` / ``DESCRIPTION`` and the preset files without importing any experiment (or
+torch), so it answers at once."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     del args
-    for exp_id in ex.experiments():
-        print(f"{exp_id:16s} {ex.describe(exp_id)}  [presets: {', '.join(ex.presets(exp_id))}]")
+    ids = sorted(ex.experiments(), key=lambda i: i != ex.DEFAULT_EXPERIMENT)  # the default first, then paper order
+    for exp_id in ids:
+        default = "  (the default: `varsmooth run`)" if exp_id == ex.DEFAULT_EXPERIMENT else ""
+        print(f"{exp_id:16s} {ex.describe(exp_id)}  [presets: {', '.join(ex.presets(exp_id))}]{default}")
     return 0

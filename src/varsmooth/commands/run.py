@@ -11,10 +11,9 @@ from pathlib import Path
 
 from .. import experiments as ex
 from ..errors import InputError
+from ..experiments import DEFAULT_EXPERIMENT
 from ..experiments.sweep import parse_shard
 from ..report.summary import summarize
-
-DEFAULT_EXPERIMENT = "demo"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

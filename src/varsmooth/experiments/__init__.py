@@ -13,11 +13,12 @@ folders it made.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 import inspect
 import math
 import os
-import pkgutil
 import re
 import shutil
 import time
@@ -65,40 +66,58 @@ class Runtime:
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
+DEFAULT_EXPERIMENT = "demo"  # what `varsmooth run` runs with no experiment named; `varsmooth list` shows it first
 # The paper's order; experiments not named here are listed after these.
 _ORDER = ["noise-curve", "moons", "theorems", "noise-gallery", "smoothed-labels", "noisy-accuracy",
           "fixed-hessian", "class-dependent", "hessian-init", "natural-noise"]
 
 
-def experiments() -> dict[str, str]:
-    """``{id: module name}`` of every experiment module in this package, in the paper's order."""
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, tuple[str, str]]:
+    """``{id: (module name, description)}`` of every experiment module in this package, in the paper's order, read
+    from the source with ``ast`` (a module-level ``ID``, ``DESCRIPTION`` and ``def run``): listing the experiments
+    imports none of them, nor torch."""
     found = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        if path.stem.startswith("_"):
             continue
-        module = importlib.import_module(f".{info.name}", __name__)
-        if hasattr(module, "ID") and hasattr(module, "run"):
-            found[module.ID] = info.name
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        consts = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                  if isinstance(t, ast.Name) and t.id in ("ID", "DESCRIPTION")}  # fmt: skip
+        runs = any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in tree.body)
+        if "ID" in consts and runs:
+            found[ast.literal_eval(consts["ID"])] = (path.stem, ast.literal_eval(consts.get("DESCRIPTION", "''")))
     rank = {k: i for i, k in enumerate(_ORDER)}
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
-def _module(exp_id: str):
-    table = experiments()
+def experiments() -> dict[str, str]:
+    """``{id: module name}`` of every experiment module in this package, in the paper's order (nothing imported)."""
+    return {k: module for k, (module, _) in _registry().items()}
+
+
+def _check_id(exp_id: str) -> str:
+    table = _registry()
     if exp_id not in table:
         raise InputError(f"unknown experiment {exp_id!r}; choose one of: {', '.join(table)}")
-    return importlib.import_module(f".{table[exp_id]}", __name__)
+    return table[exp_id][0]
+
+
+def _module(exp_id: str):
+    return importlib.import_module(f".{_check_id(exp_id)}", __name__)
 
 
 def presets(exp_id: str) -> dict[str, dict[str, Any]]:
     """The presets of an experiment, ``{name: config}``."""
-    _module(exp_id)
+    _check_id(exp_id)
     path = CONFIG_DIR / f"{exp_id}.yaml"
     return load_yaml(path.read_text(encoding="utf-8"))["presets"]
 
 
 def describe(exp_id: str) -> str:
-    return _module(exp_id).DESCRIPTION
+    """The experiment's one-line ``DESCRIPTION`` (the paper figure it reproduces), read without importing it."""
+    _check_id(exp_id)
+    return _registry()[exp_id][1]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
