@@ -407,7 +407,7 @@ def test_train_resume_other_config_is_refused(erm_run, tmp_path, capsys):
 # suspects: every option
 
 SUSPECTS_BAD = [["--samples", "0"], ["--samples", "-1"], ["--samples", "x"], ["--batch-size", "0"],
-                ["--top", "-1"], ["--method", "nope"], ["--seed", "-1"], ["--seed", "2147483648"],
+                ["--top", "-1"], ["--score", "nope"], ["--method", "nope"], ["--seed", "-1"], ["--seed", "2147483648"],
                 ["--device", "foo"], ["--device", "cuda:x"], ["--dataset", "nope"], ["--nope"]]  # fmt: skip
 
 

@@ -147,7 +147,9 @@ def test_cli_errors(digits_run, tmp_path):
     from varsmooth.cli import main
 
     assert main(["suspects", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
-    assert main(["suspects", str(digits_run), "--method", "bogus", "--out", str(tmp_path / "o")]) == 2
+    assert main(["suspects", str(digits_run), "--score", "bogus", "--out", str(tmp_path / "o")]) == 2
+    both = ["--score", "noise", "--method", "noise"]
+    assert main(["suspects", str(digits_run), *both, "--out", str(tmp_path / "o")]) == 2
     assert main(["suspects", str(digits_run), "--samples", "0", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()  # nothing half-written
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
@@ -158,3 +160,15 @@ def test_cli_errors(digits_run, tmp_path):
                       progress=False, save_train_predictions=False), erm)  # fmt: skip
     with pytest.raises(InputError, match="'erm' run; scoring needs an IVON run"):
         score_checkpoint(erm)
+
+
+def test_method_is_the_deprecated_spelling_of_score(digits_run, tmp_path, capsys):
+    from varsmooth.cli import main
+
+    out = tmp_path / "a"
+    argv = ["suspects", str(digits_run), "--method", "noise", "--top", "0", "--samples", "2", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "suspects --method is deprecated; use --score" in capsys.readouterr().err
+    assert read_json(out / "summary.json")["score"] == "noise"
+    rows = read_csv(out / "suspects.csv")
+    assert [float(r["score"]) for r in rows] == [float(r["noise"]) for r in rows]

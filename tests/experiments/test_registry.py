@@ -21,9 +21,10 @@ def test_registry_matches_the_modules():
 
 def test_list_shows_the_demo_first_and_imports_no_experiment_nor_torch():
     code = ("import sys; from varsmooth import cli; cli.main(['list']); "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('varsmooth.experiments.')))")  # fmt: skip
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('varsmooth.experiments.')))")
     framework = "['varsmooth.experiments.sweep']"  # the package's own import (lock names); no experiment
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith("demo ") and "(the default: `varsmooth run`)" in out[0]
-    assert [line.split()[0] for line in out[1:-1]] == [i for i in ex.experiments() if i != "demo"]
+    others = [i for i in ex.experiments() if i != "demo"]
+    assert [line.split()[0] for line in out[1:-1]] == others
     assert out[-1] == framework

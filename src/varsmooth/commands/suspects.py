@@ -8,7 +8,7 @@ then ``varsmooth suspects runs/ivon --data-dir D --out runs/ivon/suspects``. Wri
 
 - ``suspects.csv``: one row per training example, most suspect first (:func:`varsmooth.detect.rank_suspects`),
   columns ``rank, index`` (into the dataset's training split), ``given_label, predicted_label`` (argmax of the
-  posterior predictive), ``score`` (the ``--method`` score; higher = more suspect), ``p_given`` (posterior
+  posterior predictive), ``score`` (the ``--score`` score; higher = more suspect), ``p_given`` (posterior
   predictive probability of the given label), every score of :class:`varsmooth.detect.ScoreMethod`, and
   ``true_label, is_noisy`` when the labels were flipped synthetically, ``is_val`` when the run held out some;
 - ``suspects.png``: the ``--top`` most suspect images with given->predicted label and score (image data only);
@@ -19,6 +19,7 @@ then ``varsmooth suspects runs/ivon --data-dir D --out runs/ivon/suspects``. Wri
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +50,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="posterior predictive samples (default: 32 for a checkpoint, 8 for --data)")
     p.add_argument("--top", type=int, default=64, help="images in the suspects grid (default: 64; 0: none)")
-    p.add_argument("--method", default=None,
+    p.add_argument("--score", default=None,
                    help=f"rank by: {methods} (default: predictive; --data: margin or predictive, default margin)")
+    # deprecated spelling of --score (0.1.0), kept hidden for one version; says so on stderr when used
+    p.add_argument("--method", dest="score_deprecated", default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the posterior samples (--data: also of the training run)")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (--data: the training run's)")
 
 
 def main(args: argparse.Namespace) -> int:
     from ..detect import ScoreMethod, score_checkpoint
 
+    if getattr(args, "score_deprecated", None) is not None:
+        if args.score is not None:
+            raise InputError("give --score only (--method is its deprecated spelling)")
+        sys.stderr.write("varsmooth: warning: suspects --method is deprecated; use --score\n")
+        args.score = args.score_deprecated
     if (args.checkpoint is None) == (args.data is None):
         raise InputError("give a CHECKPOINT or --data FILE_OR_DIR (exactly one)")
     if args.data is not None:
@@ -71,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             raise InputError(f"--{name.replace('_', '-')} goes with --data, not with a checkpoint")
     args.samples = 32 if args.samples is None else args.samples
-    method = ScoreMethod.parse(args.method or ScoreMethod.PREDICTIVE)
+    method = ScoreMethod.parse(args.score or ScoreMethod.PREDICTIVE)
     for name in ("samples", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -146,7 +155,7 @@ def write_suspects(scored, out: Path, *, method, top: int = 64, options: dict | 
     summary = {
         "checkpoint_epoch": scored.epoch,
         "config": scored.config.to_dict(),
-        "method": method.value,
+        "score": method.value,
         "options": {k: v for k, v in (options or {}).items() if k != "func"},
         "n_examples": len(rows),
     }

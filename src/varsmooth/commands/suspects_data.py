@@ -36,9 +36,9 @@ def main_data(args: argparse.Namespace) -> int:
     from ..data.userdata import load_user_data
     from ..detect import as_labeled_data, find_label_issues, fit_probs, label_quality_scores, rank_suspects
 
-    method = args.method or "margin"
+    method = args.score or "margin"
     if method not in _QUALITY:
-        raise InputError(f"--method {method!r} is not available with --data; allowed: {', '.join(_QUALITY)}")
+        raise InputError(f"--score {method!r} is not available with --data; allowed: {', '.join(_QUALITY)}")
     epochs = 10 if args.epochs is None else args.epochs
     samples = 8 if args.samples is None else args.samples
     for name, value in (("epochs", epochs), ("samples", samples)):
@@ -66,7 +66,8 @@ def main_data(args: argparse.Namespace) -> int:
     sys.stderr.write(f"varsmooth: {args.data}: {n} examples, {k} classes; training one IVON run ({model}, "
                      f"{epochs} epochs)\n")  # fmt: skip
     fit = fit_probs(user.labels, data=data, model=model, epochs=epochs, seed=args.seed, samples=samples,
-                    predictive=False, train_options=train_options, progress=True, device=args.device)  # fmt: skip
+                    predictive=False, train_options=train_options, progress=not args.no_progress,
+                    device=args.device)  # fmt: skip
     quality = label_quality_scores(fit.labels, fit.step_probs, method=_QUALITY[method])
     flagged = find_label_issues(fit.labels, fit.step_probs, rank_by=_QUALITY[method])
     rows = _rows(user, fit.step_probs, quality, flagged, rank_suspects(-quality))

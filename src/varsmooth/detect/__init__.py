@@ -11,8 +11,8 @@ from .api import (
     num_label_issues,
 )
 from .dynamics import TrainingDynamics
-from .engine import EpochScorer, ScoredRun, score_checkpoint
 from .fit import ProbsFit, as_labeled_data, fit_probs
+from .predictions import EpochScorer, ScoredRun, score_checkpoint
 from .scores import (
     ScoreAccumulator,
     ScoreMethod,

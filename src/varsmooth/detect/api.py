@@ -12,7 +12,7 @@ Migrating from cleanlab (Northcutt et al. 2021, "Confident Learning") is one imp
 
 ``pred_probs`` need not be out-of-sample: cleanlab wants K-fold cross-validated probabilities; here they may be
 the probabilities one training run saved (``step_probs``, the per-step softmax averaged over the run, or the
-posterior predictive ``probs_pred``; :mod:`.fit`, :class:`~varsmooth.detect.engine.EpochScorer`). Given ``features``
+posterior predictive ``probs_pred``; :mod:`.fit`, :class:`.predictions.EpochScorer`). Given ``features``
 instead, both functions train one IVON run (:func:`~varsmooth.detect.fit.fit_probs`) and use its ``step_probs``.
 
 **Quality** (:class:`QualityMethod`; the formulas of :func:`~varsmooth.detect.scores.label_error_scores`):

@@ -5,7 +5,7 @@
 
 - ``step_probs`` (N, K): the softmax of every training step, averaged per example over the run (free: the steps
   compute it anyway; under IVON each step is at a sampled weight, so this is a one-sample-per-step posterior
-  predictive averaged over training, :meth:`~varsmooth.detect.engine.EpochScorer.step_probs`);
+  predictive averaged over training, :meth:`~varsmooth.detect.predictions.EpochScorer.step_probs`);
 - ``pred_probs`` (N, K): the posterior predictive after the last epoch (``samples`` weight draws).
 
 Nothing has to be chosen: ``method="ivon"`` with the engine's defaults (no validation split, so ess = N and beta2 from
@@ -28,7 +28,7 @@ from torch import nn
 from ..data import LabeledData, LabeledSplit
 from ..engine import TrainConfig, TrainResult, train
 from ..errors import InputError
-from .engine import EpochScorer
+from .predictions import EpochScorer
 from .scores import check_labels
 
 __all__ = ["ProbsFit", "fit_probs", "as_labeled_data", "DEFAULT_EPOCHS"]

@@ -31,9 +31,9 @@ paper's Fig. 3) and find flipped labels only once the network starts to fit them
 
 Averaging a score over several epochs of one training run (:class:`ScoreAccumulator`, fed by the training
 engine's per-epoch callback) uses the training dynamics too: mislabeled examples are fitted late, if at all.
-:mod:`varsmooth.detect.engine` computes ``p_mean`` and ``p_pred`` of a trained method over a whole split
+:mod:`varsmooth.detect.predictions` computes ``p_mean`` and ``p_pred`` of a trained method over a whole split
 (:func:`varsmooth.engine.predict_split`) and, as a training callback
-(:class:`~varsmooth.detect.engine.EpochScorer`), at chosen epochs during training.
+(:class:`~varsmooth.detect.predictions.EpochScorer`), at chosen epochs during training.
 """
 
 from __future__ import annotations
