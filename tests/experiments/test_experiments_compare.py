@@ -55,7 +55,7 @@ def test_smoke_preset_writes_its_files(smoke_outputs, exp_id):
     assert {"test_acc", "val_acc", "corruption_realised_rate"} <= {r["metric"] for r in rows}
     assert all(0.0 <= float(r["value"]) <= 1.0 for r in rows if r["metric"].endswith("_acc"))
     ivon = [r for r in rows if r["method"].startswith("ivon")]
-    assert {"test_pred_acc", "sigma_mean", "label_noise_l1"} <= {r["metric"] for r in ivon}
+    assert {"test_pred_acc", "sigma_mean", "train_noise_l1"} <= {r["metric"] for r in ivon}
     for name in PNGS[exp_id]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert name in summary["figures"]

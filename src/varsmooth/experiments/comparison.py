@@ -8,8 +8,9 @@ metrics, :mod:`.selection` applies the two selection protocols, and this module 
 
 Induced label noise (the paper's Sec. 3.4, Eq. 9 for networks): ``eps_i = softmax(f_i(m)) - mean_s
 softmax(f_i(theta_s))`` over the training examples, from the engine's final training-set predictions at the mean
-and as posterior predictive (``test_samples`` draws). Per run: ``label_noise_l1`` (mean of ``||eps_i||_1``),
-``label_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given label; LS's is ``-alpha (1 - 1/K)``) and the
+and as posterior predictive (``test_samples`` draws). Per run, with the engine's prefix for the induced label noise
+on training examples (``train_noise_*``; :func:`varsmooth.engine.noise_summary`), over every training example at the
+end: ``train_noise_l1`` (mean of ``||eps_i||_1``), ``train_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given label; LS's is ``-alpha (1 - 1/K)``) and the
 ``l1`` mean over mislabeled and over clean examples. IVON's sigma statistics come from the engine.
 """
 
@@ -32,14 +33,14 @@ RUN_FN = "varsmooth.experiments.comparison:compare_run"
 METRICS = (
     "test_acc", "test_pred_acc", "val_acc", "val_pred_acc", "test_nll", "test_pred_nll", "test_ece", "test_pred_ece",
     "train_acc", "corruption_realised_rate", "corruption_realised_rate_train", "ess", "sigma_mean", "sigma_median",
-    "label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
+    "train_noise_l1", "train_noise_on_label", "train_noise_l1_noisy", "train_noise_l1_clean",
     "test_acc_best", "test_acc_best_epoch", "test_pred_acc_best", "beta2", "hess_init_weight", "h_ratio_q05",
     "h_ratio_median", "h_ratio_q95", "sigma_q05", "sigma_q95", "ess_search_cost_runs", "ess_factor_chosen",
     "val_clean_acc",
 )  # fmt: skip
 
 
-def label_noise_stats(result) -> dict[str, float]:
+def train_noise_stats(result) -> dict[str, float]:
     """IVON's expected label noise over the training examples (module docstring); {} for point estimates."""
     if result.train_probs_pred is None or result.train_probs is None:
         return {}
@@ -48,15 +49,24 @@ def label_noise_stats(result) -> dict[str, float]:
     mask = None if run.flip_mask is None else run.flip_mask[pos]
     p_mean, p_pred = result.train_probs[pos], result.train_probs_pred[pos]
     summary = noise_summary(p_mean, p_pred, labels=run.labels[pos], flip_mask=mask)
-    return {f"label_noise_{k}": v for k, v in summary.items() if k != "l2"}
+    return {f"train_noise_{k}": v for k, v in summary.items() if k != "l2"}  # l2: the engine's, over the same set
+
+
+def current_names(metrics: dict[str, float] | None) -> dict[str, float] | None:
+    """A run's metrics with the names of this version: ``label_noise_*`` (runs finished by varsmooth 0.1.0) is read as
+    ``train_noise_*``, so an old sweep folder resumes and tabulates as a new one."""
+    if metrics is None:
+        return None
+    return {("train_noise_" + k.removeprefix("label_noise_") if k.startswith("label_noise_") else k): v
+            for k, v in metrics.items()}  # fmt: skip
 
 
 def compare_run(cfg: dict[str, Any], run_dir: Path, *, callbacks: Sequence = ()) -> dict[str, float]:
     """Sweep run function: one engine run (resumed from its checkpoint if any) -> its numeric final metrics plus
-    :func:`label_noise_stats`."""
+    :func:`train_noise_stats`."""
     result = train_sweep_run(cfg, run_dir, callbacks=callbacks)
     metrics = numeric_metrics(result.metrics)
-    metrics.update(label_noise_stats(result))
+    metrics.update(train_noise_stats(result))
     return metrics
 
 
@@ -68,6 +78,7 @@ def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], l
     check_configs(configs)
     results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
                         retry_failed=runtime.retry_failed)  # fmt: skip
+    results = [(c, current_names(m)) for c, m in results]
     rows = tidy_rows(results, list(METRICS), failed_runs([c for c, m in results if m is None], out))
     if rows:
         write_results(out, rows)

@@ -146,7 +146,7 @@ def protocols_for(cfg: dict) -> list[str]:
 
 def ivon_noise_summary(recs: Sequence[dict], *, keys: Sequence[str]) -> list[dict[str, Any]]:
     """Mean over seeds of IVON's induced label noise and sigma per ``keys`` value (e.g. noise, ess_factor, h0)."""
-    cols = ("label_noise_l1", "label_noise_on_label", "label_noise_l1_noisy", "label_noise_l1_clean",
+    cols = ("train_noise_l1", "train_noise_on_label", "train_noise_l1_noisy", "train_noise_l1_clean",
             "sigma_mean", "sigma_median", "ess", "test_acc", "test_pred_acc")  # fmt: skip
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
