@@ -8,10 +8,11 @@ metrics, :mod:`.selection` applies the two selection protocols, and this module 
 
 Induced label noise (the paper's Sec. 3.4, Eq. 9 for networks): ``eps_i = softmax(f_i(m)) - mean_s
 softmax(f_i(theta_s))`` over the training examples, from the engine's final training-set predictions at the mean
-and as posterior predictive (``test_samples`` draws). Per run, with the engine's prefix for the induced label noise
-on training examples (``train_noise_*``; :func:`varsmooth.engine.noise_summary`), over every training example at the
-end: ``train_noise_l1`` (mean of ``||eps_i||_1``), ``train_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given label; LS's is ``-alpha (1 - 1/K)``) and the
-``l1`` mean over mislabeled and over clean examples. IVON's sigma statistics come from the engine.
+and as posterior predictive (``test_samples`` draws). Per run, under the engine's prefix for the induced label noise
+on training examples (``train_noise_*``, :func:`varsmooth.engine.noise_summary`), over every training example at the
+end: ``train_noise_l1`` (mean of ``||eps_i||_1``), ``train_noise_on_label`` (mean of ``eps_{i, y_i}`` at the given
+label; LS's is ``-alpha (1 - 1/K)``) and the ``l1`` mean over mislabeled and over clean examples. IVON's sigma
+statistics come from the engine.
 """
 
 from __future__ import annotations
