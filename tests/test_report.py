@@ -363,3 +363,14 @@ def test_report_shows_the_failed_runs(tmp_path):
     row = re.search(r"<table class=failed>.*?<tbody><tr>(.*?)</tr>", page).group(1)
     assert re.findall(r"<td[^>]*>(.*?)</td>", row) == ["sam_rho1e+30_s1", "TrainingDiverged: loss = nan", "3", "2"]
     assert "**Failed runs**" in (tmp_path / "results.md").read_text()
+
+
+def test_headline_once_and_no_absolute_path(tmp_path):
+    """An experiment's headline is stated once (at the top, linked to its section), and the page names the results
+    folder, not its absolute path: every path in it is relative to the folder."""
+    out = tmp_path / "results"
+    write_json(out / "exp" / "summary.json", {"experiment": "exp", "headline": "IVON 84.4% vs LS 89.6%"})
+    page = write_report(out).read_text(encoding="utf-8")
+    assert page.count("IVON 84.4% vs LS 89.6%") == 1
+    assert str(tmp_path) not in page and "<code>results</code>" in page
+    assert (out / "results.md").read_text(encoding="utf-8").count("IVON 84.4% vs LS 89.6%") == 1

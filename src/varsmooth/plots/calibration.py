@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..metrics import ece
-from .base import panel_grid, save_figure
+from .base import figure_legend, panel_grid, save_figure
 
 
 def reliability_bins(labels: Any, probs: Any, *, bins: int = 15) -> dict[str, np.ndarray]:
@@ -57,13 +57,14 @@ def reliability_diagram_figure(
         acc, conf = stats["accuracy"][full], stats["confidence"][full]
         ax.bar(edges[:-1][full], np.abs(conf - acc), width, bottom=np.minimum(acc, conf), align="edge", fill=False,
                edgecolor="C3", hatch="///", lw=0.8, label="gap to mean confidence")  # fmt: skip
-        ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1)
+        ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         ax.set_title(f"{name}\nECE {ece(labels, probs, bins=bins):.3f}", fontsize=9)
         ax.set_xlabel("confidence")
     axes[0].set_ylabel("accuracy")
+    figure_legend(fig)  # every mark explained once: the bars, the hatched gap, the diagonal
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -80,7 +81,7 @@ def reliability_diagram(
 
     ``predictions``: ``{method: (labels (N,), probs (N, K))}``. In each panel, the accuracy of the examples whose
     top-class confidence falls in each of ``bins`` equal-width bins (bars), the gap between it and their mean
-    confidence (hatched), and the diagonal of perfect calibration; the title gives the method and its ECE
+    confidence (hatched), and the diagonal of perfect calibration, each named in one legend; the title gives the method and its ECE
     (:func:`varsmooth.metrics.ece` with the same ``bins``). Options: ``ncols`` (4), ``title``.
     """
     return save_figure(reliability_diagram_figure(predictions, bins=bins, **options), path)

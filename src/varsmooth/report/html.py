@@ -124,10 +124,7 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
     """(HTML, Markdown) of one section: its claims and verdicts, the pivots, the main figure then the others;
     the full results table, summary values, config and versions last, collapsed."""
     h = [f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>']
-    md = [f"## {s.title}\n"]
-    if _headline(s):
-        h.append(f'<p class="headline">{html.escape(_headline(s))}</p>')
-        md.append(f"**{_headline(s)}**\n")
+    md = [f"## {s.title}\n"]  # the headline is stated once, at the top of the page (write_report)
     meta = [f"folder <code>{html.escape(s.rel or '.')}</code>"] + (
         [f"preset <b>{html.escape(s.preset)}</b>"] if s.preset else []
     )
@@ -169,7 +166,7 @@ def _section_html(s: Section, root: Path, max_rows: int) -> tuple[str, str]:
         if table:
             md.append(markdown_table(table, cols) + (f"\n*{note}*\n" if note else ""))
     if s.summary:
-        details.append("<h3>Summary</h3>" + _kv_table(s.summary))
+        details.append("<h3>Summary</h3>" + _kv_table({k: v for k, v in s.summary.items() if k != "headline"}))
     if s.config:
         details.append("<h3>Config</h3>" + _kv_table(s.config))
     if s.versions:
@@ -221,7 +218,8 @@ def write_report(out_dir: str | os.PathLike, *, title: str | None = None, max_ro
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>"
-        f"<h1>{html.escape(title)}</h1><div class=meta>{html.escape(str(root.resolve()))} · generated {when}"
+        f"<h1>{html.escape(title)}</h1><div class=meta>results folder <code>{html.escape(root.resolve().name)}</code>"
+        f" (every path below is relative to it) · generated {when}"
         f" · {len(sections)} sections, {n_fig} figures</div>"
         f"{top}{claims_html}<nav><h3>Contents</h3><ol>{toc}</ol></nav>\n"
         + "\n".join(p[0] for p in parts)
