@@ -241,7 +241,8 @@ def test_reliability_diagram_bins_and_ece_in_the_title(tmp_path):
         assert weighted == pytest.approx(metrics.ece(labels, probs, bins=10), abs=1e-12)
     # one legend names every mark: the bars, the hatched gap and the diagonal
     (legend,) = fig.legends
-    assert sorted(t.get_text() for t in legend.get_texts()) == ["accuracy", "gap to mean confidence", "perfect calibration"]
+    names = sorted(t.get_text() for t in legend.get_texts())
+    assert names == ["accuracy", "gap to mean confidence", "perfect calibration"]
     _check_png(plots.reliability_diagram(preds, tmp_path / "r.png"), tmp_path / "r.png")
     with pytest.raises(ValueError, match="shapes"):
         plots.reliability_diagram_figure({"x": (np.zeros(3, int), np.ones(3))})

@@ -81,7 +81,7 @@ def reliability_diagram(
 
     ``predictions``: ``{method: (labels (N,), probs (N, K))}``. In each panel, the accuracy of the examples whose
     top-class confidence falls in each of ``bins`` equal-width bins (bars), the gap between it and their mean
-    confidence (hatched), and the diagonal of perfect calibration, each named in one legend; the title gives the method and its ECE
-    (:func:`varsmooth.metrics.ece` with the same ``bins``). Options: ``ncols`` (4), ``title``.
+    confidence (hatched), and the diagonal of perfect calibration, each named in one legend; the title gives the
+    method and its ECE (:func:`varsmooth.metrics.ece` with the same ``bins``). Options: ``ncols`` (4), ``title``.
     """
     return save_figure(reliability_diagram_figure(predictions, bins=bins, **options), path)
