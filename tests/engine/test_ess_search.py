@@ -200,3 +200,19 @@ def test_auto_rerun_resumes_without_retraining(auto_run):
     again = train(_cfg(ess_grid=[1.0, 0.25, 0.0625]), out)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")} == stamps
     assert again.metrics["test_acc"] == result.metrics["test_acc"]
+
+
+def test_search_says_its_cost_and_shows_progress(tmp_path, capsys):
+    """With progress on, ess auto states its cost in runs of training before it starts (equal to the recorded cost)
+    and draws one bar over its trainings on stderr; with progress off it writes nothing there."""
+    from varsmooth.engine.ess_search import planned_cost
+
+    assert planned_cost(4, 4, 4) == ([1, 2], [4, 2], 8)  # 4 E/4 + 2 E/4 + 1 E/2 = 2E
+    assert planned_cost(8, 8, 3) == ([2, 4], [3, 2], 14)  # 3 E/4 + 2 E/4 + 1 E/2
+    result = train(_cfg(ess_grid=[1.0, 0.0625], epochs=2, progress=True), tmp_path / "on")
+    err = capsys.readouterr().err
+    cost = read_json(tmp_path / "on" / "config.json")["ess_search"]["cost_runs"]
+    assert f"this costs 3 epochs, {cost:g} runs of training" in err and "ess auto" in err.split("costs")[1]
+    assert result.metrics["ess_search_cost_runs"] == cost == 1.5
+    train(_cfg(ess_grid=[1.0, 0.0625], epochs=2), tmp_path / "off")
+    assert capsys.readouterr().err == ""

@@ -19,6 +19,9 @@ Layout: candidates are ordinary run folders ``OUT/ess-search/f<factor>/``; the w
 ``OUT`` and finished there, so ``OUT`` is a complete run folder whose ``config.json`` holds the numeric ess and the
 search record (``ess_search``: grid, rungs with every score, the choice, the cost in epochs). Everything resumes:
 finished candidates are not retrained. A candidate that diverges scores ``-inf`` and is recorded as such.
+
+With ``progress`` on, the search says first what it will cost (:func:`planned_cost`, in runs of training) and shows
+one progress bar on stderr over its trainings (one per candidate and rung, then the final run).
 """
 
 from __future__ import annotations
@@ -28,17 +31,20 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from ..errors import InputError, file_error
 from ..io import atomic_write, read_json, write_json
 from ..lock import hold
 from .trainconfig import RESUME_FREE
 
-__all__ = ["SEARCH_DIR", "rung_epochs", "search_ess"]
+__all__ = ["SEARCH_DIR", "planned_cost", "rung_epochs", "search_ess"]
 
 SEARCH_DIR = "ess-search"
 SCORED = ("val_pred_nll", "val_pred_acc", "val_acc", "sigma_median")  # recorded per candidate and rung
@@ -51,6 +57,18 @@ def rung_epochs(epochs: int, candidates: int) -> list[int]:
     """Epoch reached at each rung of successive halving over ``candidates`` values of a run of ``epochs``."""
     rungs = math.ceil(math.log2(candidates)) if candidates > 1 else 0
     return [max(1, round(epochs * 2.0 ** (r - rungs))) for r in range(rungs)]
+
+
+def planned_cost(schedule_epochs: int, epochs: int, candidates: int) -> tuple[list[int], list[int], int]:
+    """``(rung epochs, candidates alive at each rung, total epochs trained)`` of a search over ``candidates`` factors
+    whose final run trains to ``epochs`` on a schedule of ``schedule_epochs``: the cost known before it starts."""
+    rungs = sorted({min(e, epochs) for e in rung_epochs(schedule_epochs, candidates)})
+    alive, sizes, cost, previous = candidates, [], 0, 0
+    for e in rungs:
+        sizes.append(alive)
+        cost += (e - previous) * alive
+        alive, previous = math.ceil(alive / 2), e
+    return rungs, sizes, cost + epochs - previous
 
 
 def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = False):
@@ -91,7 +109,7 @@ def _finished_rungs(state_file: Path, cfg, factors: list[float]) -> list[dict]:
     return list(rungs) if same else []
 
 
-def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged) -> dict[str, dict]:
+def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged, bar) -> dict[str, dict]:
     """Train each surviving factor to ``epochs`` (resuming its folder) and read its validation scores."""
     scores: dict[str, dict[str, Any]] = {}
     for f in alive:
@@ -103,6 +121,7 @@ def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callback
             scores[f"{f:g}"] = {k: metrics.get(k) for k in SCORED}
         except diverged as err:
             scores[f"{f:g}"] = {**dict.fromkeys(SCORED), "diverged": str(err)}
+        bar.update(1)
     return scores
 
 
@@ -127,7 +146,15 @@ def search_ess(
     if cfg.val_fraction <= 0:
         raise InputError("ess='auto' chooses ess on a validation split; set val_fraction > 0 or give a number")
     factors = list(dict.fromkeys(float(f) for f in cfg.ess_grid))
-    with tempfile.TemporaryDirectory(prefix="varsmooth-ess-") as tmp:
+    planned, sizes, planned_epochs = planned_cost(cfg.schedule_epochs, cfg.epochs, len(factors))
+    if cfg.progress:
+        sys.stderr.write(
+            f"varsmooth: ess auto: {len(factors)} candidates (ess = {', '.join(f'{f:g}' for f in factors)} x N) by "
+            f"successive halving on the validation split, rungs at epochs {planned or '-'}; this costs "
+            f"{planned_epochs} epochs, {planned_epochs / cfg.epochs:g} runs of training\n"
+        )
+    bar = tqdm(total=sum(sizes) + 1, desc="ess auto", unit="run", disable=not cfg.progress, leave=False)
+    with bar, tempfile.TemporaryDirectory(prefix="varsmooth-ess-") as tmp:
         root = Path(tmp) if out is None else out
         state_file = root / SEARCH_DIR / "search.json"
         done = _finished_rungs(state_file, cfg, factors)  # a re-run reuses the rungs already scored
@@ -137,9 +164,10 @@ def search_ess(
             previous = rungs[-1]["epochs"] if rungs else 0
             if len(done) > len(rungs) and done[len(rungs)]["epochs"] == epochs:
                 rung = done[len(rungs)]
+                bar.update(len(alive))
             else:
                 rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
-                                                                callbacks, diverged)}  # fmt: skip
+                                                                callbacks, diverged, bar)}  # fmt: skip
                 ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
                 rung["kept"] = [f"{f:g}" for f in ranked[: math.ceil(len(alive) / 2)]]
             cost += (epochs - previous) * len(alive)
@@ -170,6 +198,7 @@ def search_ess(
             write_json(state_file, {"config": _fingerprint(cfg), **record})
         result = run_fn(_candidate(cfg, chosen, n_train, cfg.epochs, final=True), final, callbacks=callbacks,
                         record={"ess_search": record})  # fmt: skip
+        bar.update(1)
         result.metrics.update(ess_factor_chosen=chosen, ess_search_cost_runs=record["cost_runs"])
         if out is None:
             result = dataclasses.replace(result, out=None)

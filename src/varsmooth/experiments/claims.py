@@ -11,7 +11,8 @@ on the same seeds, so the difference is paired:
 - :func:`spread_at_most`: "over a grid, accuracy varies by at most ``limit``" -- agrees when the range of the
   per-setting means is ``<= limit``.
 
-Every rule needs at least :data:`MIN_SEEDS` paired seeds; fewer gives *not testable here* (the smoke presets).
+Every rule needs at least :data:`MIN_SEEDS` paired seeds (recorded as ``numbers["min_seeds"]``); fewer gives *not
+testable here* (the smoke presets), and the report says how many seeds a verdict needs.
 A claim is a plain dict (``claim``, ``figure``, ``setting``, ``rule``, ``verdict``, ``numbers``) so that it goes
 into ``summary.json`` as is, and the report and the README read it from there.
 
@@ -60,7 +61,7 @@ def _diff_numbers(seeds: list, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 def outperforms(a: Mapping[Any, float], b: Mapping[Any, float], *, margin: float = 0.01) -> tuple[Verdict, dict]:
     """Does A beat B by ``>= margin`` (mean over paired seeds of ``a[seed] - b[seed]``)? ``a``, ``b``: {seed: acc}."""
     seeds, x, y = _paired(a, b)
-    numbers = {**_diff_numbers(seeds, x, y), "margin": margin}
+    numbers = {**_diff_numbers(seeds, x, y), "margin": margin, "min_seeds": MIN_SEEDS}
     if len(seeds) < MIN_SEEDS:
         return Verdict.NOT_TESTABLE, numbers
     return (Verdict.AGREES if numbers["diff_mean"] >= margin else Verdict.DISAGREES), numbers
@@ -69,7 +70,7 @@ def outperforms(a: Mapping[Any, float], b: Mapping[Any, float], *, margin: float
 def comparable(a: Mapping[Any, float], b: Mapping[Any, float], *, margin: float = 0.01) -> tuple[Verdict, dict]:
     """Is A level with B, ``|mean(a - b)| <= margin`` over paired seeds?"""
     seeds, x, y = _paired(a, b)
-    numbers = {**_diff_numbers(seeds, x, y), "margin": margin}
+    numbers = {**_diff_numbers(seeds, x, y), "margin": margin, "min_seeds": MIN_SEEDS}
     if len(seeds) < MIN_SEEDS:
         return Verdict.NOT_TESTABLE, numbers
     return (Verdict.AGREES if abs(numbers["diff_mean"]) <= margin else Verdict.DISAGREES), numbers
@@ -80,7 +81,7 @@ def spread_at_most(by_setting: Mapping[Any, Mapping[Any, float]], *, limit: floa
     means = {str(k): float(np.mean(list(v.values()))) for k, v in by_setting.items() if v}
     n_seeds = min((len(v) for v in by_setting.values()), default=0)
     numbers = {"means": means, "range": (max(means.values()) - min(means.values())) if means else None,
-               "limit": limit, "n_seeds": n_seeds}  # fmt: skip
+               "limit": limit, "n_seeds": n_seeds, "min_seeds": MIN_SEEDS}  # fmt: skip
     if n_seeds < MIN_SEEDS or len(means) < 2:
         return Verdict.NOT_TESTABLE, numbers
     return (Verdict.AGREES if numbers["range"] <= limit else Verdict.DISAGREES), numbers

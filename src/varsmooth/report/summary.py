@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..io import read_csv, read_json
+from .tables import seeds_needed
 
 __all__ = ["format_table", "summarize", "summary_rows"]
 
@@ -207,12 +208,26 @@ def _detector_lines(folder: Path, summary: dict) -> list[str]:
     return out
 
 
+def _side(numbers: Mapping[str, Any], side: str) -> str:
+    """The method of one side of a claim (``numbers["rows"][side]["method"]``, e.g. "IVON"), "" when unrecorded."""
+    rows = numbers.get("rows") if isinstance(numbers.get("rows"), Mapping) else {}
+    row = rows.get(side) if isinstance(rows.get(side), Mapping) else {}
+    return f"{str(row['method']).upper()} " if row.get("method") else ""
+
+
 def _claim_line(c: Mapping[str, Any]) -> str:
     n = c.get("numbers") or {}
     verdict = str(c.get("verdict", "")).upper()
     where = f" [{c['setting']}]" if c.get("setting") else ""
     nums = ""
-    if _num(n.get("diff_mean")) is not None:
+    hint = seeds_needed(n)
+    if hint and _num(n.get("diff_mean")) is not None:  # too few seeds: what was seen, and how to get a verdict
+        k = len(n.get("seeds", []))
+        nums = (f": {k} seed{'s' if k != 1 else ''}: {_side(n, 'a')}{100 * n['a_mean']:.1f} vs "
+                f"{_side(n, 'b')}{100 * n['b_mean']:.1f} ({100 * n['diff_mean']:+.1f}); {hint}")  # fmt: skip
+    elif hint:
+        nums = f": {hint}"
+    elif _num(n.get("diff_mean")) is not None:
         nums = f": {100 * n['a_mean']:.1f} vs {100 * n['b_mean']:.1f}, diff {100 * n['diff_mean']:+.1f}"
         nums += f" ± {100 * n['diff_std']:.1f}" if _num(n.get("diff_std")) is not None else ""
         nums += f" points over {len(n.get('seeds', []))} seeds"

@@ -151,18 +151,29 @@ def results_table(
 CLAIM_COLUMNS = ("experiment", "figure", "claim", "setting", "verdict", "numbers")
 
 
+def seeds_needed(numbers: Mapping[str, Any]) -> str:
+    """How to get a verdict when a claim saw fewer seeds than its rule needs (``numbers["min_seeds"]``, recorded by
+    :mod:`varsmooth.experiments.claims`): ``"a verdict needs >= 2 seeds: --seeds 0 1"``; "" otherwise."""
+    need = numbers.get("min_seeds")
+    have = len(numbers.get("seeds") or []) if "seeds" in numbers else numbers.get("n_seeds")
+    if not isinstance(need, int) or not isinstance(have, int) or have >= need:
+        return ""
+    return f"a verdict needs >= {need} seeds: --seeds {' '.join(str(s) for s in range(need))}"
+
+
 def claim_numbers(numbers: Mapping[str, Any]) -> str:
-    """The numbers behind a verdict in one line: ``"93.5 vs 95.1, diff -1.6 ± 0.3 points, 3 seeds"`` (accuracies
-    in percent), or the range of a spread rule."""
+    """The numbers behind a verdict in one line: ``"93.5 vs 95.1, diff -1.6 ± 0.3 points, 3 seed(s)"`` (accuracies
+    in percent), or the range of a spread rule; then :func:`seeds_needed` when there were too few seeds."""
+    hint = f"; {seeds_needed(numbers)}" if seeds_needed(numbers) else ""
     if isinstance(numbers.get("diff_mean"), int | float):
         text = f"{100 * numbers['a_mean']:.1f} vs {100 * numbers['b_mean']:.1f}, diff {100 * numbers['diff_mean']:+.1f}"
         if isinstance(numbers.get("diff_std"), int | float):
             text += f" ± {100 * numbers['diff_std']:.1f}"
-        return text + f" points, {len(numbers.get('seeds', []))} seed(s)"
+        return text + f" points, {len(numbers.get('seeds', []))} seed(s)" + hint
     if isinstance(numbers.get("range"), int | float):
         limit = f"limit {100 * numbers['limit']:.0f}"
-        return f"range {100 * numbers['range']:.1f} points ({limit}), {numbers.get('n_seeds')} seed(s)"
-    return ""
+        return f"range {100 * numbers['range']:.1f} points ({limit}), {numbers.get('n_seeds')} seed(s)" + hint
+    return hint.removeprefix("; ")
 
 
 def claim_rows(sections: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, str]]:
