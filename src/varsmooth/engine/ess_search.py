@@ -49,7 +49,7 @@ __all__ = ["SEARCH_DIR", "planned_cost", "rung_epochs", "search_ess"]
 SEARCH_DIR = "ess-search"
 SCORED = ("val_pred_nll", "val_pred_acc", "val_acc", "sigma_median")  # recorded per candidate and rung
 
-# run_fn(cfg, out, callbacks=..., record=..., warn=...) -> TrainResult: one run at a fixed ess (varsmooth.train)
+# run_fn(cfg, out, callbacks=..., record=..., warn=...) -> TrainResult: one run at a fixed ess (varsmooth.engine.train)
 RunFn = Callable[..., Any]
 
 

@@ -1,6 +1,6 @@
 """Training methods as strategy objects: ``erm``, ``ls``, ``ols``, ``sam``, ``ivon``, ``ivon-fixed-h``.
 
-A method owns the optimizer and defines one training step and prediction; :mod:`varsmooth.train` is the one loop
+A method owns the optimizer and defines one training step and prediction; :mod:`varsmooth.engine.train` is the one loop
 that drives all of them. Losses are means over the (local) batch.
 
 - ``erm``: cross-entropy, SGD with momentum.
@@ -15,7 +15,7 @@ that drives all of them. Losses are means over the (local) batch.
   at the mean ``m`` and as the posterior predictive ``(1/S) sum_s softmax(f(theta_s))``.
 - ``ivon-fixed-h``: IVON with ``beta2 = 1`` (h frozen at ``hess_init``; the paper's Fig. 6 ablation).
 
-Under ``torchrun`` the SGD methods average gradients over ranks (:mod:`varsmooth.parallel`) and IVON averages its
+Under ``torchrun`` the SGD methods average gradients over ranks (:mod:`varsmooth.engine.parallel`) and IVON averages its
 own statistics (``sync=True``); DDP's wrapper is not used, so nothing syncs while IVON samples.
 """
 
@@ -106,7 +106,7 @@ class Method:
         """One optimizer step on the local batch ``x`` (B, ...) with labels ``y`` (B,).
 
         Under data parallelism ``x`` is this rank's shard of a global batch of ``global_batch`` examples and
-        ``scale`` = ``B * world_size / global_batch`` (see :mod:`varsmooth.parallel`).
+        ``scale`` = ``B * world_size / global_batch`` (see :mod:`varsmooth.engine.parallel`).
         """
         loss, logits = self._forward_backward(x, y, scale)
         self.optimizer.step()
@@ -338,7 +338,7 @@ def build_method(
 ) -> Method:
     """The strategy object for method ``name`` (one of :data:`METHODS`) training ``model``.
 
-    ``cfg`` is a resolved :class:`varsmooth.train.TrainConfig` (lr, weight_decay, momentum and the method's
+    ``cfg`` is a resolved :class:`varsmooth.engine.TrainConfig` (lr, weight_decay, momentum and the method's
     options filled in); ``generator`` drives IVON's weight noise when the optimizer accepts one.
     """
     return _CLASSES[check_method(name)](

@@ -37,7 +37,7 @@ HESSIAN_HORIZON = 2.0
 DEFAULT_ESS_FACTOR = 1.0
 # What "ess: auto" ranks candidates by: predictive NLL or accuracy on the noisy validation split (README, "ess auto").
 ESS_SCORES = ("val_pred_nll", "val_pred_acc")
-# The candidate factors of N that "ess: auto" chooses from by successive halving (varsmooth.ess_search).
+# The candidate factors of N that "ess: auto" chooses from by successive halving (varsmooth.engine.ess_search).
 ESS_GRID = (1.0, 0.25, 0.0625, 0.015625)
 
 
