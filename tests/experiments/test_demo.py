@@ -138,7 +138,7 @@ def test_demo_headline_table_and_claims_are_its_own_numbers(demo_dir):
         final["erm"]["test_acc"], final["ls"]["test_acc"], final["ivon"]["test_acc"], final["ivon"]["test_pred_acc"])
     parts = {
         "ls": f"LS (alpha {summary['ls_alpha']:g}) {100 * t['ls']:.1f}%",
-        "ivon": f"IVON with nothing given (ess auto chose {ess_text(summary['ivon_ess_factor'])}) "
+        "ivon": f"IVON (ess auto -> {ess_text(summary['ivon_ess_factor'])}) "
         f"{100 * t['ivon_mean']:.1f}% (predictive {100 * t['ivon_predictive']:.1f}%)",
         "erm": f"ERM {100 * t['erm']:.1f}%",
     }
@@ -164,7 +164,9 @@ def test_demo_headline_table_and_claims_are_its_own_numbers(demo_dir):
         assert row["mean"] == final[m][f"{pre}acc"]
         assert (row["nll"]["mean"], row["ece"]["mean"]) == (final[m][f"{pre}nll"], final[m][f"{pre}ece"])
     assert table["best LS"]["chosen"] == f"alpha={summary['ls_alpha']:g}"
-    assert table["IVON (mean)"]["chosen"] == f"ess_factor={summary['ivon_ess_factor']:g}"
+    # one name for IVON's setting: the table's, the headline's and the claim's side
+    assert table["IVON (mean)"]["chosen"] == f"ess auto -> {ess_text(summary['ivon_ess_factor'])}"
+    assert table["IVON (mean)"]["chosen"] in text
 
     (c,) = summary["claims"]
     assert (c["figure"], c["verdict"], c["numbers"]["seeds"]) == ("Fig. 5", "not testable here", ["0"])

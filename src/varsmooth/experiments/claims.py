@@ -105,7 +105,8 @@ def _with(c: dict[str, Any], **numbers: Any) -> dict[str, Any]:
 
 
 def _hp(chosen: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Hyperparameters as a dict, from a dict or compare_table's text ``"alpha=0.1, h0=0.5"`` (``"-"``: none)."""
+    """Hyperparameters as a dict, from a dict (a table row's ``hp``) or its text ``"alpha=0.1, h0=0.5"`` (``"-"``:
+    none; a part without ``=`` names a setting and is skipped)."""
     if isinstance(chosen, Mapping):
         return dict(chosen)
     return dict(part.split("=", 1) for part in str(chosen).split(", ") if "=" in part)
@@ -137,8 +138,8 @@ def comparison_claims(
                       fn(ivon["values"], other["values"], margin=MARGIN))  # fmt: skip
             method = {"best LS": "ls", "best SAM": "sam"}[label]
             # rows: the results.csv columns that pick each side's runs (one per seed), to recompute the verdict
-            sides = {"a": {"method": "ivon", setting: value, **_hp(ivon["chosen"])},
-                     "b": {"method": method, setting: value, **_hp(other["chosen"])}}  # fmt: skip
+            sides = {"a": {"method": "ivon", setting: value, **_hp(ivon.get("hp", ivon["chosen"]))},
+                     "b": {"method": method, setting: value, **_hp(other.get("hp", other["chosen"]))}}  # fmt: skip
             out.append(_with(c, chosen={"a": ivon["chosen"], "b": other["chosen"]}, protocol=protocol, rows=sides))
     return out
 

@@ -170,7 +170,7 @@ def comparison_rows(recs: list[dict[str, Any]], corruption: str) -> list[dict[st
         sel = select([r for r in recs if r["method"] == method], hp=hp, report=f"{pre}acc", by=by,
                        also={"nll": f"{pre}nll", "ece": f"{pre}ece"})  # fmt: skip
         if sel is not None:
-            chosen = chosen_text(sel["chosen"])
+            chosen = chosen_text(sel["chosen"]) if method != "ivon" else ess_setting(sel["chosen"]["ess_factor"])
             rows.append({"corruption": corruption, "protocol": "fair", "method": label, **sel, "chosen": chosen,
                          "hp": sel["chosen"], "run_method": method})  # fmt: skip
     return rows
@@ -184,6 +184,16 @@ def ess_text(factor: float) -> str:
     return f"N/{1 / f:g}" if f < 1 else f"{f:g}N"
 
 
+def ess_setting(factor: float) -> str:
+    """IVON's setting in the demo, the one way every table, chart and headline names it: ``"ess auto -> N/16"``."""
+    return f"ess auto -> {ess_text(factor)}"
+
+
+def ivon_name(factor: float) -> str:
+    """``"IVON (ess auto -> N/16)"``: IVON as the demo's headline, chart and reliability diagram name it."""
+    return f"IVON ({ess_setting(factor)})"
+
+
 def headline(best: dict[str, dict[str, Any]], detection: dict[str, Any]) -> str:
     """One sentence of what the demo found, from its numbers: the selected methods' test accuracies (best first;
     IVON at the mean, with its predictive), the largest test ECE against the smallest, and the AUROC of IVON's
@@ -191,8 +201,8 @@ def headline(best: dict[str, dict[str, Any]], detection: dict[str, Any]) -> str:
     ls, ivon, erm = best["ls"], best["ivon"], best["erm"]
     accs = [
         (float(ls["test_acc"]), f"LS (alpha {float(ls['value']):g}) {100 * ls['test_acc']:.1f}%"),
-        (float(ivon["test_acc"]), f"IVON with nothing given (ess auto chose {ess_text(ivon['value'])}) "
-         f"{100 * ivon['test_acc']:.1f}% (predictive {100 * ivon['test_pred_acc']:.1f}%)"),
+        (float(ivon["test_acc"]), f"{ivon_name(ivon['value'])} {100 * ivon['test_acc']:.1f}% "
+         f"(predictive {100 * ivon['test_pred_acc']:.1f}%)"),
         (float(erm["test_acc"]), f"ERM {100 * erm['test_acc']:.1f}%"),
     ]  # fmt: skip
     parts = [", ".join(text for _, text in sorted(accs, key=lambda a: -a[0]))]
@@ -231,7 +241,7 @@ def accuracy_section(
     ]  # fmt: skip
     write_results(path, rows)
     sel = [best["erm"], best["ls"], best["ivon"]]
-    labels = ["ERM", f"LS alpha={best['ls']['value']}", f"IVON ess={best['ivon']['ess']:.0f} (auto)"]
+    labels = ["ERM", f"LS alpha={best['ls']['value']}", ivon_name(best["ivon"]["value"])]
     plots.bar_plot(
         labels,
         {
@@ -266,7 +276,8 @@ def reliability_figure(path: Path, runs: Path, best: dict[str, dict], *, corrupt
     """``reliability.png``: reliability diagrams of the selected ERM, LS and IVON (at the mean and predictive) from
     the test probabilities in each run's ``arrays.npz``; None when a run's arrays are missing."""
     panels = (("ERM", "erm", False), (f"LS, alpha={float(best['ls']['value']):g}", "ls", False),
-              ("IVON (mean)", "ivon", False), ("IVON (pred.)", "ivon", True))  # fmt: skip
+              (f"{ivon_name(best['ivon']['value'])}, mean", "ivon", False),
+              (f"{ivon_name(best['ivon']['value'])}, predictive", "ivon", True))  # fmt: skip
     predictions = {}
     for label, method, predictive in panels:
         arrays_path = runs / best[method]["name"] / "arrays.npz"

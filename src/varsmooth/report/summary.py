@@ -86,11 +86,14 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 
 def _chosen_matches(row: Mapping[str, Any], chosen: str) -> bool:
-    """Does a results.csv row have the hyperparameters ``chosen`` ("alpha=0.1, h0=0.5", "-" for none)?"""
+    """Does a results.csv row have the hyperparameters ``chosen`` ("alpha=0.1, h0=0.5", "-" for none)? A part
+    without "=" names a setting (the demo's "ess auto -> N/16") and constrains nothing."""
     if chosen in ("", "-"):
         return True
     for part in chosen.split(", "):
-        key, _, value = part.partition("=")
+        key, eq, value = part.partition("=")
+        if not eq:
+            continue
         cell = str(row.get(key, ""))
         a, b = _num(cell), _num(value)
         if not (cell == value or (a is not None and b is not None and abs(a - b) < 1e-12)):
