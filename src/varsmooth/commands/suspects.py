@@ -63,13 +63,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..detect import ScoreMethod, score_checkpoint
-
-    if getattr(args, "score_deprecated", None) is not None:
+    deprecated = getattr(args, "score_deprecated", None) is not None
+    if deprecated:
         if args.score is not None:
             raise InputError("give --score only (--method is its deprecated spelling)")
-        sys.stderr.write("varsmooth: warning: suspects --method is deprecated; use --score\n")
         args.score = args.score_deprecated
+    rc = _main(args)
+    if deprecated:  # after the work, so that bad input stays one line
+        sys.stderr.write("varsmooth: warning: suspects --method is deprecated; use --score\n")
+    return rc
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ..detect import ScoreMethod, score_checkpoint
+
     if (args.checkpoint is None) == (args.data is None):
         raise InputError("give a CHECKPOINT or --data FILE_OR_DIR (exactly one)")
     if args.data is not None:
