@@ -36,6 +36,29 @@ def test_no_experiment_imports_another(graph):
     assert G.experiment_imports(graph) == []
 
 
+# docs/design.md's layers, bottom first: a module imports only modules of its own layer or below
+LAYERS = [
+    ("varsmooth", "errors", "io", "lock"),
+    ("optim", "noise", "data", "models", "losses", "metrics"),
+    ("engine",),
+    ("detect",),
+    ("report", "plots"),
+    ("experiments",),
+    ("commands", "cli"),
+]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else parts[0]
+    return next(i for i, names in enumerate(LAYERS) if name in names)
+
+
+def test_imports_only_point_down_the_layers(graph):
+    up = sorted((a, b) for a, b in graph.edges | graph.function_edges if _layer(b) > _layer(a))
+    assert up == []
+
+
 def test_top_level_holds_only_the_base_modules():
     top = sorted(p.stem for p in SRC.glob("*.py") if p.stem != "__init__")
     assert top == ["cli", "errors", "io", "lock", "losses", "metrics", "models"]
