@@ -111,4 +111,5 @@ def test_results_page_is_the_committed_data():
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     start, end = marked_block(page, name="docs/results.md")
     expected = "\n\n" + results_digest(ROOT / "docs" / "results").strip("\n") + "\n\n"
-    assert page[start:end] == expected, "docs/results.md is stale: run `varsmooth report docs/results --into docs/results.md`"
+    fix = "run `varsmooth report docs/results --into docs/results.md`"
+    assert page[start:end] == expected, f"docs/results.md is stale: {fix}"
