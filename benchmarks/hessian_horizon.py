@@ -4,7 +4,7 @@ For each label corruption, seed, ess factor and c in ``--horizons`` (and the pap
 ``c = paper``), one IVON run through the engine on the same data; prints test accuracy at the mean and posterior
 predictive, the noisy-validation predictive accuracy (what ``ess: auto`` ranks by), how far h moved (median h / h0,
 the weight h0 keeps) and sigma. The chosen constant is :data:`varsmooth.engine.trainconfig.HESSIAN_HORIZON`; the
-measured table is in the README ("Hessian horizon").
+measured table is in docs/experiments/ivon-defaults.md ("What the Hessian learns").
 
     python benchmarks/hessian_horizon.py --data-dir /path/to/mnist --train-subset 10000 --epochs 15 \
         --seeds 0 1 --threads 1

@@ -1,5 +1,5 @@
 """The results digest (varsmooth.report.digest): claims and pivots from summary.json into a Markdown file between
-markers; and the README's digest equals the one regenerated from the committed results in docs/results."""
+markers; and the digest in docs/results.md equals the one regenerated from the committed results in docs/results."""
 
 from __future__ import annotations
 
@@ -106,9 +106,10 @@ def test_accuracy_cells_are_percent():
     assert percent_text({"mean": 0.95134, "std": 0.0, "n": 1}) == "95.1"  # one seed has no spread
 
 
-def test_readme_results_are_the_committed_data():
-    """The README's digest is exactly what the committed summaries in docs/results give: prose and data agree."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start, end = marked_block(readme, name="README.md")
+def test_results_page_is_the_committed_data():
+    """The results page's digest is exactly what the committed summaries in docs/results give: prose and data agree."""
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    start, end = marked_block(page, name="docs/results.md")
     expected = "\n\n" + results_digest(ROOT / "docs" / "results").strip("\n") + "\n\n"
-    assert readme[start:end] == expected, "README is stale: run `varsmooth report docs/results --into README.md`"
+    fix = "run `varsmooth report docs/results --into docs/results.md`"
+    assert page[start:end] == expected, f"docs/results.md is stale: {fix}"

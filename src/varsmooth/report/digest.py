@@ -1,4 +1,4 @@
-"""The results digest: committed experiment summaries rendered as Markdown inside another file, such as the README.
+"""The results digest: committed experiment summaries rendered as Markdown inside another file (docs/results.md).
 
 A digest holds, from the ``summary.json`` of every experiment folder under a root (:func:`experiment_sections`):
 
@@ -8,8 +8,8 @@ A digest holds, from the ``summary.json`` of every experiment folder under a roo
 
 :func:`sync_markdown` writes the digest between :data:`BEGIN` and :data:`END` in a Markdown file and leaves the rest
 of the file as it is, so prose around the numbers can be edited by hand while the numbers come from the data. The
-project's README is kept this way (``varsmooth report docs/results --into README.md``), and a test regenerates the
-digest and compares, so the README's verdicts cannot drift from the committed results.
+project's results page is kept this way (``varsmooth report docs/results --into docs/results.md``), and a test
+regenerates the digest and compares, so the page's verdicts cannot drift from the committed results.
 """
 
 from __future__ import annotations
