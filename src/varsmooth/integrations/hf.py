@@ -45,12 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import Trainer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..optim import IVON
 
 __all__ = ["IVONTrainer", "predictive_nll"]
 
 _FROM_ARGS = {"lr": "learning_rate", "weight_decay": "weight_decay", "params": "the model"}
+_CAUSAL_LMS = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
 _IVON_OPTIONS = set(inspect.signature(IVON.__init__).parameters) - {"self", "params"}
 
 
@@ -180,7 +182,7 @@ class IVONTrainer(Trainer):
         model = self.accelerator.unwrap_model(model)
         if hasattr(model, "get_base_model"):  # peft
             model = model.get_base_model()
-        return getattr(model, "loss_type", None) == "ForCausalLM"
+        return getattr(model, "loss_type", None) == "ForCausalLM" or type(model).__name__ in _CAUSAL_LMS
 
     def prediction_step(self, model: nn.Module, inputs, prediction_loss_only: bool, ignore_keys=None):
         if not self.predictive_samples:
