@@ -29,8 +29,18 @@ def tiny_gpt2(seed: int = 0, dtype=torch.float32) -> GPT2LMHeadModel:
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=16,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(cfg)  # fmt: skip
 
 
@@ -99,8 +109,10 @@ def _reference_weights(steps: int, k: int, B: int, one_sample_per_step: bool, de
     """Plain IVON on the batches the Trainer sees (sequential sampler): k micro-batches of B per step, sharing one
     sample (``one_sample_per_step``) or drawing one each (README mode (a))."""
     model, data = tiny_gpt2(dtype=torch.float64), repeated_sequence(64)
-    groups = [{"params": [p for n, p in model.named_parameters() if n in decay_names], "weight_decay": 0.0},
-              {"params": [p for n, p in model.named_parameters() if n not in decay_names], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay_names], "weight_decay": 0.0},
+        {"params": [p for n, p in model.named_parameters() if n not in decay_names], "weight_decay": 0.0},
+    ]
     gen = torch.Generator().manual_seed(0)
     opt = IVON(groups, lr=1.0, ess=1e3, hess_init=0.1, beta2=0.999, generator=gen)  # fmt: skip
     for s in range(steps):
@@ -177,8 +189,8 @@ def test_lora_trains_adapters_only_and_frozen_weights_never_move(tmp_path):
     before = weights(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    trainer = IVONTrainer(model=model, args=args(tmp_path, max_steps=5, learning_rate=0.5), train_dataset=repeated_sequence(),
-                          ivon_kwargs=IVON_KW)  # fmt: skip
+    a = args(tmp_path, max_steps=5, learning_rate=0.5)
+    trainer = IVONTrainer(model=model, args=a, train_dataset=repeated_sequence(), ivon_kwargs=IVON_KW)
     trainer.train()
     after = weights(model)
     in_ivon = {id(p) for g in trainer.ivon.param_groups for p in g["params"]}
