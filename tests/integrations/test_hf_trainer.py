@@ -12,19 +12,11 @@ import torch  # noqa: E402
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
+from _hf_tiny import repeated_sequence, tiny_gpt2  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
 
 from varsmooth.integrations.hf import IVONTrainer, predictive_nll  # noqa: E402
 from varsmooth.optim import IVON  # noqa: E402
-
-PATTERN = [1, 5, 3, 7, 2, 9, 4, 11]
-
-
-def tiny_gpt2(seed: int = 0, dtype=torch.float32) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=16, n_positions=32, bos_token_id=0, eos_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
-    return GPT2LMHeadModel(cfg).to(dtype)
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -42,17 +34,6 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
         pad_token_id=0,
     )
     return LlamaForCausalLM(cfg)  # fmt: skip
-
-
-def repeated_sequence(n: int = 64, length: int = 16) -> list[dict]:
-    """A learnable task: every example is a window of one repeated 8-token pattern. The first label (never a
-    causal LM's target) is -100, so every count of target tokens agrees (the Trainer's num_items_in_batch, the
-    model's mean)."""
-    seq, out = torch.tensor(PATTERN * 8), []
-    for i in range(n):
-        ids = seq[i % 8 : i % 8 + length]
-        out.append({"input_ids": ids, "labels": torch.cat([torch.tensor([-100]), ids[1:]])})
-    return out
 
 
 def args(tmp_path, **kw) -> TrainingArguments:
@@ -251,3 +232,37 @@ def test_predictive_nll_matches_cross_entropy_of_logits():
     labels[0, 3] = -100
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
     assert predictive_nll(logits.log_softmax(-1), labels, shift=True).item() == pytest.approx(want.item(), rel=1e-12)
+
+
+@pytest.mark.slow  # spawns 2 processes that import transformers (~15-35 s)
+def test_ddp_two_ranks_share_one_sample_and_equal_one_process(tmp_path):
+    """2 CPU ranks (gloo, torch.distributed.run) with micro-batches of 4 == one process with batches of 8 (float64):
+    every rank draws the same sample, so DDP's averaged gradient is the gradient at that sample over the global
+    batch."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _hf_ddp_worker import DDP_IVON
+
+    here = Path(__file__).resolve().parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path]), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(here / "_hf_ddp_worker.py"), str(out), "3", "4"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = torch.load(out, weights_only=True)
+
+    model = tiny_gpt2(dtype=torch.float64)
+    a = args(tmp_path, per_device_train_batch_size=8, max_steps=3, train_sampling_strategy="sequential",
+             max_grad_norm=0.0, lr_scheduler_type="constant")  # fmt: skip
+    IVONTrainer(model=model, args=a, train_dataset=repeated_sequence(64), ivon_kwargs=DDP_IVON).train()
+    one = weights(model)
+    init = weights(tiny_gpt2(dtype=torch.float64))
+    assert max((ddp[n] - one[n]).abs().max().item() for n in one) < 1e-10
+    assert max((init[n] - one[n]).abs().max().item() for n in one) > 1e-3  # it trained
