@@ -266,3 +266,35 @@ def test_ddp_two_ranks_share_one_sample_and_equal_one_process(tmp_path):
     init = weights(tiny_gpt2(dtype=torch.float64))
     assert max((ddp[n] - one[n]).abs().max().item() for n in one) < 1e-10
     assert max((init[n] - one[n]).abs().max().item() for n in one) > 1e-3  # it trained
+
+
+def test_ess_needs_a_sized_dataset_or_an_explicit_value(tmp_path):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(repeated_sequence(8))
+
+    trainer = IVONTrainer(model=tiny_gpt2(), args=args(tmp_path), train_dataset=Stream())
+    with pytest.raises(ValueError, match="ess"):
+        trainer.create_optimizer()
+    trainer = IVONTrainer(model=tiny_gpt2(), args=args(tmp_path), train_dataset=Stream(), ivon_kwargs={"ess": 7.0})
+    assert trainer.create_optimizer().param_groups[0]["ess"] == 7.0
+
+
+def test_predictive_for_sequence_classification_scores_unshifted_labels(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=16, n_positions=16, num_labels=3, pad_token_id=0,
+                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    model = GPT2ForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(1)
+    data = [{"input_ids": torch.randint(1, 16, (8,), generator=g), "labels": torch.tensor(i % 3)} for i in range(24)]
+    trainer = IVONTrainer(model=model, args=args(tmp_path, max_steps=2, per_device_eval_batch_size=24),
+                          train_dataset=data, eval_dataset=data, ivon_kwargs={**IVON_KW, "ess": 30.0},
+                          predictive_samples=2)  # fmt: skip
+    trainer.train()
+    out = trainer.predict(data)
+    log_p, labels = torch.as_tensor(out.predictions), torch.as_tensor(out.label_ids)
+    assert log_p.shape == (24, 3) and torch.allclose(log_p.exp().sum(-1), torch.ones(24, dtype=log_p.dtype))
+    want = torch.nn.functional.nll_loss(log_p, labels).item()
+    assert out.metrics["test_loss"] == pytest.approx(want, rel=1e-5)
