@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # configs only: nothing is ever downloaded
 
 import torch  # noqa: E402
 from _hf_tiny import repeated_sequence, tiny_gpt2  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # configs only: nothing is ever downloaded
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
