@@ -235,9 +235,11 @@ def test_without_ray_installed_one_line_names_the_extra(tmp_path):
     assert "install it with pip install 'varsmooth[ray]'" in _one_line(proc.stderr)
     assert not out.exists()
     # the local executor needs no Ray
-    proc = subprocess.run([sys.executable, "-c", code, "run", "noise-curve", "--preset", "smoke", "--no-progress",
-                           "--out", str(out)], env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    local = ("import sys; sys.modules['ray'] = None; from varsmooth.experiments.sweep import run_sweep; "
+             "print(run_sweep([{'name': 'a', 'x': 3}], sys.argv[1], '_sweep_toy:toy_run', jobs=2, progress=False))")
+    proc = subprocess.run([sys.executable, "-c", local, str(out)], env=_env(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "'square': 9" in proc.stdout, proc.stderr
 
 
 def _unshare() -> list[str] | None:

@@ -211,10 +211,10 @@ def run_tasks(
     options: dict[str, Any] = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": max_retries,
                                "retry_exceptions": False}  # fmt: skip
     if gpus_per_run:
-        options["max_calls"] = 1
+        options["max_calls"] = 1  # a fresh worker per run (settable in ray.remote only, not in .options)
     else:
         options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
-    task = ray.remote(_task).options(**options)
+    task = ray.remote(**options)(_task)
     pending = {task.remote(run_one, run_fn, cfg, out, cpus_per_run): cfg for cfg in todo}
     try:
         while pending:
