@@ -31,9 +31,9 @@ ray = pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
 STEP = "_sweep_toy:step_run"
-# 5 runs (ERM, LS x2, SAM, IVON) of 2 epochs on the bundled digits
+# 4 runs (ERM, LS, SAM, IVON) of 2 epochs on the bundled digits
 TINY = ["run", "noisy-accuracy", "--preset", "smoke", "--seeds", "0", "--set", "corruptions=[symmetric:0.4]",
-        "--set", "alphas=[0.0,0.5]", "--set", "rhos=[0.05]", "--set", "ess_factors=[1.0]", "--set", "epochs=2",
+        "--set", "alphas=[0.5]", "--set", "rhos=[0.05]", "--set", "ess_factors=[1.0]", "--set", "epochs=2",
         "--no-progress"]  # fmt: skip
 
 
@@ -87,10 +87,10 @@ def test_smoke_sweep_through_ray_equals_jobs_1(address, tmp_path, capsys):
     assert main([*TINY, "--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
     ray_out = capsys.readouterr().out
     a, b = _metrics(tmp_path / "local"), _metrics(tmp_path / "ray")
-    assert len(a) == 5 and a == b  # every run's config and metrics, bit for bit
+    assert len(a) == 4 and a == b  # every run's config and metrics, bit for bit
     assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "ray" / "results.csv").read_bytes()
     sa, sb = read_json(tmp_path / "local" / "summary.json"), read_json(tmp_path / "ray" / "summary.json")
-    assert sa["table"] == sb["table"] and sa["claims"] == sb["claims"] and sb["runs_finished"] == 5
+    assert sa["table"] == sb["table"] and sa["claims"] == sb["claims"] and sb["runs_finished"] == 4
     wall = re.compile(r", [0-9.]+s\)")  # the header's wall time
     assert wall.sub(")", local_out.replace(str(tmp_path / "local"), "OUT")) == wall.sub(
         ")", ray_out.replace(str(tmp_path / "ray"), "OUT"))  # the same terminal table
