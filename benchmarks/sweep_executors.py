@@ -14,7 +14,7 @@ sweeps' results are checked equal. Ray's cost is per run (a task submitted, a wo
 once per worker, the result returned), so its relative overhead falls as runs get longer.
 
     nice python benchmarks/sweep_executors.py                # 1-epoch runs: the fixed per-run overhead (~2 min)
-    nice python benchmarks/sweep_executors.py --epochs 30    # runs of 20 s or more on 2 CPUs (~12 min)
+    nice python benchmarks/sweep_executors.py --epochs 100   # runs of about 20 s on 2 CPUs (estimated ~8 min)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def metrics(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=1, help="epochs per run (1: ~2 s runs; 30: >= 20 s runs)")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per run (1: ~6 s runs, mostly start-up and evaluation; 100: ~20 s)")
     ap.add_argument("--repeats", type=int, default=1, help="sweeps per executor (medians quoted)")
     args = ap.parse_args()
     os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
@@ -91,7 +91,9 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| --jobs 2 | {wj:.1f} | 1.00 |")
     print(f"| --executor ray (local cluster, 2 CPUs) | {wr:.1f} | {wr / wj:.2f} |")
-    print(f"\nrun slot time under --jobs 2 (wall * 2 / {RUNS}): {run_s:.2f} s")
+    print(f"\nevery sweep (s): --jobs 2 {[round(w, 1) for w in walls['jobs']]}, "
+          f"ray {[round(w, 1) for w in walls['ray']]}")
+    print(f"run slot time under --jobs 2 (wall * 2 / {RUNS}): {run_s:.2f} s")
     print(f"Ray overhead per run: {per_run:.2f} s ({100 * per_run / run_s:.1f}% of this run time; "
           f"{100 * per_run / 20:.1f}% of a 20 s run)")
     print(f"Ray cluster start (once, not in the sweep times): {start_s:.1f} s")

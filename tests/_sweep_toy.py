@@ -43,3 +43,16 @@ def step_run(cfg: dict, run_dir: Path) -> dict:
         with open(run_dir / "steps.txt", "a") as f:
             f.write(f"{state['step']}\n")
     return {"value": state["value"], "steps": state["step"]}
+
+
+def dying_run(cfg: dict, run_dir: Path) -> dict:
+    """Kills its own process (SIGKILL, like a lost node) when ``cfg["die"]``, after counting the attempt in
+    ``calls.txt``; else :func:`toy_run`."""
+    import os
+    import signal
+
+    if cfg.get("die"):
+        calls = Path(run_dir) / "calls.txt"
+        calls.write_text(str(int(calls.read_text()) + 1 if calls.exists() else 1))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return toy_run(cfg, run_dir)

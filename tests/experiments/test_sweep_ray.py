@@ -178,6 +178,18 @@ def test_diverging_run_is_recorded_and_the_others_finish(address, tmp_path):
     assert a["last_good_epoch"] == 2
 
 
+def test_run_whose_every_attempt_dies_is_recorded_and_the_others_finish(address, tmp_path, monkeypatch):
+    from varsmooth.experiments import ray_executor
+
+    monkeypatch.setattr(ray_executor, "MAX_RETRIES", 1)
+    configs = [{"name": f"x{x}", "x": x, "die": x == 2} for x in range(4)]
+    results = run_sweep(configs, tmp_path, "_sweep_toy:dying_run", executor="ray", progress=False)
+    assert [m and m["square"] for _, m in results] == [0, 1, None, 9]
+    assert (tmp_path / "runs" / "x2" / "calls.txt").read_text() == "2"  # the first attempt and one retry
+    rec = read_json(tmp_path / "runs" / "x2" / "failure.json")
+    assert rec["config"] == configs[2] and rec["error"] == "WorkerCrashedError" and rec["attempts"] == 1
+
+
 def _one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

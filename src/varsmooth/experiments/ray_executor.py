@@ -201,13 +201,14 @@ def run_tasks(
     *,
     gpus_per_run: float,
     cpus_per_run: int,
-    max_retries: int = MAX_RETRIES,
+    max_retries: int | None = None,
 ) -> Iterator[tuple[dict, dict | None | BaseException]]:
     """Run ``run_one(run_fn, cfg, out, threads)`` for each config of ``todo`` as a Ray task; yields ``(config,
     metrics | None | the error that ended every attempt)`` as runs finish. Needs a connection (:func:`cluster`).
     Raises InputError for a run's bad input or OS error, after cancelling the rest; cancels them on any exit."""
     ray = import_ray()
     out = str(Path(out).absolute())
+    max_retries = MAX_RETRIES if max_retries is None else max_retries
     options: dict[str, Any] = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": max_retries,
                                "retry_exceptions": False}  # fmt: skip
     if gpus_per_run:
