@@ -61,7 +61,8 @@ def metrics(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=1, help="epochs per run (1: ~6 s runs, mostly start-up and evaluation; 100: ~20 s)")
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="epochs per run (1: ~6 s runs, mostly start-up and evaluation; 100: ~20 s)")
     ap.add_argument("--repeats", type=int, default=1, help="sweeps per executor (medians quoted)")
     args = ap.parse_args()
     os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
