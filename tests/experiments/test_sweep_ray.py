@@ -206,6 +206,7 @@ def _one_line(err: str) -> str:
         (["--executor", "ray", "--cpus-per-run", "0"], "--cpus-per-run 0 is not allowed"),
         (["--gpus-per-run", "1"], "--gpus-per-run needs --executor ray"),
         (["--executor", "ray", "--shard", "0/2"], "drop --shard"),
+        (["--executor", "ray", "--jobs", "2"], "--jobs 2 is for the local executor"),
         (["--executor", "ray", "--gpus-per-run", "1"], "--gpus-per-run 1 is more than the largest node of the Ray "
                                                        "cluster has (0 GPUs)"),  # fmt: skip
         (["--executor", "ray", "--cpus-per-run", "3"], "--cpus-per-run 3 is more than the largest node"),

@@ -78,6 +78,9 @@ def _executor_options(args: argparse.Namespace) -> dict:
         return {}
     from ..experiments.ray_executor import check_options, import_ray
 
+    if args.jobs != 1:
+        raise InputError(f"--jobs {args.jobs} is for the local executor; with --executor ray the cluster runs as many "
+                         "runs at once as its CPUs and GPUs allow (--cpus-per-run, --gpus-per-run)")  # fmt: skip
     if args.shard != "0/1":
         raise InputError("--shard splits a sweep across machines by hand; with --executor ray the cluster does: "
                          "drop --shard")  # fmt: skip
