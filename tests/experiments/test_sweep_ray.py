@@ -167,10 +167,12 @@ def test_driver_killed_then_restarted_finishes_and_redoes_no_finished_run(addres
     assert resumed  # the run that was training when the driver died went on from its checkpoint
 
 
-def test_diverging_run_is_recorded_and_the_others_finish(address, tmp_path):
+def test_diverging_run_is_recorded_and_the_others_finish(address, tmp_path, capsys):
     configs = [{"name": f"x{x}", "x": x, "fail_always": 2 if x == 1 else 0} for x in range(4)]
     local = run_sweep(configs, tmp_path / "local", "_sweep_toy:toy_run", progress=False)
-    through_ray = run_sweep(configs, tmp_path / "ray", "_sweep_toy:toy_run", executor="ray", progress=False)
+    through_ray = run_sweep(configs, tmp_path / "ray", "_sweep_toy:toy_run", executor="ray")
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("sweep: 100%") and "4/4" in line and "failed=1" in line for line in bar), bar
     assert through_ray == local and [m is None for _, m in through_ray] == [False, True, False, False]
     a, b = (read_json(tmp_path / d / "runs" / "x1" / "failure.json") for d in ("local", "ray"))
     assert {k: b[k] for k in ("config", "reason", "error", "last_good_epoch", "attempts")} == {
