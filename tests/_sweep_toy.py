@@ -56,3 +56,12 @@ def dying_run(cfg: dict, run_dir: Path) -> dict:
         calls.write_text(str(int(calls.read_text()) + 1 if calls.exists() else 1))
         os.kill(os.getpid(), signal.SIGKILL)
     return toy_run(cfg, run_dir)
+
+
+def env_run(cfg: dict, run_dir: Path) -> dict:
+    """What the run's process sees: torch's thread count and ``CUDA_VISIBLE_DEVICES``."""
+    import os
+
+    import torch
+
+    return {"threads": torch.get_num_threads(), "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -192,6 +192,12 @@ def test_run_whose_every_attempt_dies_is_recorded_and_the_others_finish(address,
     assert rec["config"] == configs[2] and rec["error"] == "WorkerCrashedError" and rec["attempts"] == 1
 
 
+def test_a_run_gets_cpus_per_run_threads_and_no_gpu_unless_given_one(address, tmp_path):
+    results = run_sweep([{"name": "a"}], tmp_path, "_sweep_toy:env_run", executor="ray", cpus_per_run=2,
+                        progress=False)  # fmt: skip
+    assert results[0][1] == {"threads": 2, "cuda_visible": ""}
+
+
 def _one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
