@@ -1,7 +1,8 @@
 """`--executor ray` on a real local Ray cluster (2 CPUs), started once for this module by ``ray.init``.
 
-A smoke sweep through Ray equals ``--jobs 1`` in every result; a worker killed with SIGKILL mid-run is retried and
-resumes from its checkpoint; a driver killed mid-sweep and started again redoes no finished run; a diverging run is
+A smoke sweep through Ray equals ``--jobs 1`` in every result, with one run's worker killed by SIGKILL mid-training
+(the real engine); a worker killed mid-run is retried and resumes from its checkpoint (a toy run that records it);
+a driver killed mid-sweep and started again redoes no finished run; a diverging run is
 recorded and the others finish; bad input (unknown executor, bad ``--gpus-per-run``, an unreachable ``RAY_ADDRESS``,
 an ``--out`` the cluster cannot see, Ray not installed) is one line, exit 2, nothing written. Drivers that must die
 or see another environment run as subprocesses connected to the module's cluster through ``RAY_ADDRESS``.
@@ -31,9 +32,9 @@ ray = pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
 STEP = "_sweep_toy:step_run"
-# 4 runs (ERM, LS, SAM, IVON) of 2 epochs on the bundled digits
+# 4 runs (ERM, LS, SAM, IVON) of 3 epochs on the bundled digits
 TINY = ["run", "noisy-accuracy", "--preset", "smoke", "--seeds", "0", "--set", "corruptions=[symmetric:0.4]",
-        "--set", "alphas=[0.5]", "--set", "rhos=[0.05]", "--set", "ess_factors=[1.0]", "--set", "epochs=2",
+        "--set", "alphas=[0.5]", "--set", "rhos=[0.05]", "--set", "ess_factors=[1.0]", "--set", "epochs=3",
         "--no-progress"]  # fmt: skip
 
 
@@ -81,11 +82,36 @@ def _value(results) -> list:
     return [m for _, m in results]
 
 
-def test_smoke_sweep_through_ray_equals_jobs_1(address, tmp_path, capsys):
+def _kill_after_first_epoch(run_glob: str, root: Path, killed: list) -> threading.Thread:
+    """A thread that SIGKILLs the worker training the run matching ``run_glob`` (the pid in its folder's lock) once
+    the run has checkpointed its first epoch and before it finishes."""
+
+    def watch():
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not killed:
+            for run in (root / "runs").glob(run_glob):
+                lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+                holder = (run / ".lock").read_text() if (run / ".lock").exists() else ""
+                if lines and not (run / "result.json").exists() and holder.startswith("pid "):
+                    os.kill(int(holder.split()[1]), signal.SIGKILL)
+                    killed.append(len(lines))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_smoke_sweep_through_ray_equals_jobs_1_with_a_worker_killed_mid_run(address, tmp_path, capsys):
     assert main([*TINY, "--jobs", "1", "--out", str(tmp_path / "local")]) == 0
     local_out = capsys.readouterr().out
+    killed: list = []
+    killer = _kill_after_first_epoch("*_ivon_*", tmp_path / "ray", killed)
     assert main([*TINY, "--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
-    ray_out = capsys.readouterr().out
+    killer.join()
+    assert killed, "the IVON run finished before its worker could be killed"
+    # Ray's driver prints its notice of the dead worker on stdout ("(raylet) A worker died ..."): not varsmooth's
+    ray_out = "".join(line for line in capsys.readouterr().out.splitlines(True) if "(raylet)" not in line)
     a, b = _metrics(tmp_path / "local"), _metrics(tmp_path / "ray")
     assert len(a) == 4 and a == b  # every run's config and metrics, bit for bit
     assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "ray" / "results.csv").read_bytes()
@@ -94,6 +120,8 @@ def test_smoke_sweep_through_ray_equals_jobs_1(address, tmp_path, capsys):
     wall = re.compile(r", [0-9.]+s\)")  # the header's wall time
     assert wall.sub(")", local_out.replace(str(tmp_path / "local"), "OUT")) == wall.sub(
         ")", ray_out.replace(str(tmp_path / "ray"), "OUT"))  # the same terminal table
+    for metrics in (tmp_path / "ray" / "runs").glob("*/metrics.jsonl"):  # every epoch once, the killed run's too
+        assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
     files = {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*")}
     assert files == {p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*")}
 
