@@ -40,7 +40,7 @@ def test_no_experiment_imports_another(graph):
 LAYERS = [
     ("varsmooth", "errors", "io", "lock"),
     ("optim", "noise", "data", "models", "losses", "metrics"),
-    ("engine",),
+    ("engine", "integrations"),
     ("detect",),
     ("report", "plots"),
     ("experiments",),

@@ -1,18 +1,21 @@
 """``varsmooth run [EXPERIMENT] [--preset P] [--data-dir D] [--seeds S ...] [--set key=value ...] --out DIR``.
 
 Exit code 0, 2 for bad input (one line), 1 when runs of the sweep failed and were recorded (one line: how many of
-how many; they are listed in ``OUT/summary.json``); ``--retry-failed`` runs them again."""
+how many; they are listed in ``OUT/summary.json``); ``--retry-failed`` runs them again. ``--executor ray`` runs a
+sweep's runs as tasks on the Ray cluster ``RAY_ADDRESS`` names (``--gpus-per-run``, ``--cpus-per-run``; docs:
+scaling-out.md)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from .. import experiments as ex
 from ..errors import InputError
 from ..experiments import DEFAULT_EXPERIMENT
-from ..experiments.sweep import parse_shard
+from ..experiments.sweep import EXECUTORS, parse_shard
 from ..report.summary import summarize
 
 
@@ -30,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="run a sweep's failed runs again (by default a re-run skips them: training is deterministic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where a sweep's runs execute: local processes (--jobs), or a Ray cluster (RAY_ADDRESS; "
+                        "none set: a local one); ray needs pip install 'varsmooth[ray]'")
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="F",
+                   help="with --executor ray: GPUs per run, fractions share a card (0.5: two runs a GPU); default 0")
+    p.add_argument("--cpus-per-run", type=int, default=None, metavar="N",
+                   help="with --executor ray: CPUs per run, its torch threads; default 1")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,9 +54,10 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,
-                         retry_failed=args.retry_failed)  # fmt: skip
+                         retry_failed=args.retry_failed, **_executor_options(args))  # fmt: skip
     out = Path(args.out or f"runs/{exp_id}-{preset}")
-    summary = ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
+    with _cluster(runtime, out):
+        summary = ex.run_experiment(exp_id, cfg, out, preset=preset, runtime=runtime)
     # the answer on stdout (progress bars are on stderr, so stdout can be piped)
     print(summarize(out))
     if summary.get("runs_failed"):  # recorded failures: exit 1 (2 is for bad input)
@@ -54,3 +65,40 @@ def main(args: argparse.Namespace) -> int:
                          f"failed (see {out / 'summary.json'})\n")  # fmt: skip
         return 1
     return 0
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    """The Runtime fields of ``--executor``, ``--gpus-per-run``, ``--cpus-per-run`` (checked; InputError)."""
+    if args.executor != "ray":
+        given = [flag for flag, value in (("--gpus-per-run", args.gpus_per_run), ("--cpus-per-run", args.cpus_per_run))
+                 if value is not None]  # fmt: skip
+        if given:
+            raise InputError(f"{given[0]} needs --executor ray (the local executor runs on this machine's devices)")
+        return {}
+    from ..experiments.ray_executor import check_options, import_ray
+
+    if args.jobs != 1:
+        raise InputError(f"--jobs {args.jobs} is for the local executor; with --executor ray the cluster runs as many "
+                         "runs at once as its CPUs and GPUs allow (--cpus-per-run, --gpus-per-run)")  # fmt: skip
+    if args.shard != "0/1":
+        raise InputError("--shard splits a sweep across machines by hand; with --executor ray the cluster does: "
+                         "drop --shard")  # fmt: skip
+    gpus = 0.0 if args.gpus_per_run is None else args.gpus_per_run
+    cpus = 1 if args.cpus_per_run is None else args.cpus_per_run
+    check_options(gpus, cpus)
+    import_ray()
+    return {"executor": "ray", "gpus_per_run": gpus, "cpus_per_run": cpus}
+
+
+@contextlib.contextmanager
+def _cluster(runtime: ex.Runtime, out: Path):
+    """For ``--executor ray``: the Ray connection for the whole experiment, its cluster and ``out`` checked before
+    anything is written (the experiment's sweeps reuse it). Nothing for the local executor."""
+    if runtime.executor != "ray":
+        yield
+        return
+    from ..experiments.ray_executor import check_cluster, cluster
+
+    with cluster() as ray:
+        check_cluster(ray, out, gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run)
+        yield

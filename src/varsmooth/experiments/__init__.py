@@ -62,6 +62,9 @@ class Runtime:
     shard: tuple[int, int] = (0, 1)  # run only configurations k with k % n == i
     progress: bool = True
     retry_failed: bool = False  # run a sweep's recorded failures again (else they are skipped)
+    executor: str = "local"  # "local": --jobs processes here; "ray": a Ray task per run (the cluster RAY_ADDRESS names)
+    gpus_per_run: float = 0.0  # Ray: GPUs given to each run (0.5: two runs share a card)
+    cpus_per_run: int = 1  # Ray: CPUs given to each run (its torch threads)
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -74,7 +74,8 @@ def sweep_finished(
     """Run the unfinished ``configs`` as a resumable sweep (:func:`.sweep.run_sweep`; ``runtime``: jobs, shard,
     progress); returns every ``(config, metrics or None)`` and whether all are finished (another shard's may not)."""
     results = run_sweep(configs, out, run_fn, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
-                        retry_failed=runtime.retry_failed)  # fmt: skip
+                        retry_failed=runtime.retry_failed, executor=runtime.executor,
+                        gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run)  # fmt: skip
     return results, all(m is not None for _, m in results)
 
 

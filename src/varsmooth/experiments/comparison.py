@@ -78,7 +78,8 @@ def run_grid(configs: Sequence[dict], out: Path, runtime) -> tuple[list[dict], l
 
     check_configs(configs)
     results = run_sweep(configs, out, RUN_FN, jobs=runtime.jobs, shard=runtime.shard, progress=runtime.progress,
-                        retry_failed=runtime.retry_failed)  # fmt: skip
+                        retry_failed=runtime.retry_failed, executor=runtime.executor,
+                        gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run)  # fmt: skip
     results = [(c, current_names(m)) for c, m in results]
     rows = tidy_rows(results, list(METRICS), failed_runs([c for c, m in results if m is None], out))
     if rows:

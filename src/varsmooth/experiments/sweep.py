@@ -1,10 +1,12 @@
-"""Resumable sweeps: run a list of configurations once each, in parallel processes, split across machines.
+"""Resumable sweeps: run a list of configurations once each, in parallel processes or on a Ray cluster.
 
 Each configuration has a unique ``name`` and runs in ``OUT/runs/<name>/``. A run is *finished* when its
 ``result.json`` exists with the same config; finished runs are skipped on re-run, and an unfinished run is handed
 to the run function again, which resumes from the checkpoint it left in its folder (the training engine does).
-``jobs`` runs independent configurations in that many processes; ``shard=(i, n)`` runs only every n-th
-configuration starting at i, so n machines sharing an output folder cover the sweep once.
+``jobs`` runs independent configurations in that many local processes (the default executor, ``"local"``);
+``executor="ray"`` hands each one to a Ray cluster as a task (:mod:`.ray_executor`: GPU shares, retries of lost
+workers, every node writing into the shared output folder). ``shard=(i, n)`` runs only every n-th configuration
+starting at i, so n machines sharing an output folder cover the sweep once (by hand; Ray supersedes it).
 
 *Failures.* A run whose function raises -- an engine run that diverges (``TrainingDiverged``) or any other
 ``Exception`` -- is recorded as *failed* in ``OUT/runs/<name>/failure.json`` (its config, a one-line ``reason``, the
@@ -40,6 +42,7 @@ from ..io import read_json, write_json
 from ..lock import LOCK_NAME, hold
 
 RunFn = Callable[[dict, Path], dict]
+EXECUTORS = ("local", "ray")  # where a sweep's runs execute: local processes (--jobs), or a Ray cluster
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -140,7 +143,7 @@ def _resolve(run_fn: str | RunFn) -> RunFn:
     return getattr(importlib.import_module(module), attr)
 
 
-def _run_one(run_fn: str | RunFn, cfg: dict, out: str, threads: int | None) -> dict | None:
+def run_one(run_fn: str | RunFn, cfg: dict, out: str, threads: int | None) -> dict | None:
     """Run one config in its locked run folder; its metrics, or None when it failed (recorded in failure.json)."""
     if threads is not None:
         import torch
@@ -169,6 +172,9 @@ def run_sweep(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     retry_failed: bool = False,
+    executor: str = "local",
+    gpus_per_run: float = 0.0,
+    cpus_per_run: int = 1,
 ) -> list[tuple[dict, dict | None]]:
     """Run every unfinished config of this shard; return ``(config, metrics or None)`` for all configs, in order
     (None: not finished -- failed, see :func:`failed_runs`, or another shard's).
@@ -176,12 +182,43 @@ def run_sweep(
     ``run_fn(cfg, run_dir) -> metrics`` (a flat dict of numbers) is a callable, or ``"module:function"`` — the
     string form is required for ``jobs > 1`` (worker processes import it). ``retry_failed``: run recorded failures
     again (else they are skipped). Holds the sweep folder's lock throughout (InputError if another process does).
+
+    ``executor``: ``"local"`` (``jobs`` processes here) or ``"ray"`` (a Ray task per run, each given
+    ``gpus_per_run`` GPUs and ``cpus_per_run`` CPUs; the cluster ``RAY_ADDRESS`` names, else a local one; needs
+    the string form of ``run_fn``). Either way the same run folders and results.
     """
     names = [cfg["name"] for cfg in configs]
     if len(set(names)) != len(names):
         raise ValueError("sweep configurations must have unique names")
     if jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {jobs}")
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        if callable(run_fn):
+            raise ValueError("executor 'ray' needs run_fn as a 'module:function' string")
+        from . import ray_executor
+
+        ray_executor.check_options(gpus_per_run, cpus_per_run)
+        with ray_executor.cluster() as ray:
+            ray_executor.check_cluster(ray, out, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+            return _sweep(configs, out, run_fn, jobs=jobs, shard=shard, progress=progress, retry_failed=retry_failed,
+                          ray_resources=(gpus_per_run, cpus_per_run))  # fmt: skip
+    return _sweep(configs, out, run_fn, jobs=jobs, shard=shard, progress=progress, retry_failed=retry_failed)
+
+
+def _sweep(
+    configs: Sequence[dict[str, Any]],
+    out: str | Path,
+    run_fn: str | RunFn,
+    *,
+    jobs: int,
+    shard: tuple[int, int],
+    progress: bool,
+    retry_failed: bool,
+    ray_resources: tuple[float, int] | None = None,
+) -> list[tuple[dict, dict | None]]:
+    """:func:`run_sweep` after its checks; ``ray_resources``: (GPUs, CPUs) of a Ray task per run, else local."""
     index, count = shard
     with hold(out, what="sweep folder", name=lock_name(shard), clean=count == 1):
         todo = [cfg for k, cfg in enumerate(configs) if k % count == index and load_result(out, cfg) is None
@@ -196,15 +233,24 @@ def run_sweep(
                 bar.set_postfix(failed=failed, refresh=False)
             bar.update()
 
-        if jobs == 1 or len(todo) <= 1:
+        if ray_resources is not None:
+            from .ray_executor import run_tasks
+
+            gpus, cpus = ray_resources
+            for cfg, outcome in run_tasks(run_one, run_fn, todo, out, gpus_per_run=gpus, cpus_per_run=cpus):
+                if isinstance(outcome, BaseException):  # every attempt's worker died: a failed run, the rest go on
+                    _record_failure(out, cfg, outcome)
+                    outcome = None
+                done(outcome)
+        elif jobs == 1 or len(todo) <= 1:
             for cfg in todo:
-                done(_run_one(run_fn, cfg, str(out), None))
+                done(run_one(run_fn, cfg, str(out), None))
         else:
             if callable(run_fn):
                 raise ValueError("jobs > 1 needs run_fn as a 'module:function' string")
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_run_one, run_fn, cfg, str(out), threads) for cfg in todo]
+                futures = [pool.submit(run_one, run_fn, cfg, str(out), threads) for cfg in todo]
                 try:
                     for future in futures:
                         done(future.result())
