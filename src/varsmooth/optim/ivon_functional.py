@@ -32,6 +32,9 @@ STATE_KEYS = ("momentum", "hess", "grad_sum", "hess_sum")
 class Bucket:
     """The trainable params of one group sharing (device, dtype) and flat buffers holding their optimizer state.
 
+    ``owners`` are the parameters (the keys of the optimizer's state); ``params`` the tensors the arithmetic
+    writes: the parameters themselves, or for DTensor parameters their local shards (``ivon_shard``).
+
     ``flat[k]`` for k in :data:`STATE_KEYS` backs ``state[p][k]`` (views); ``noise`` (e), ``scale``
     (1 / sigma = sqrt(lambda (h + delta)), valid while ``scale_key`` matches) and ``sample`` (theta, parameter
     dtype) are scratch. Whole-bucket arithmetic runs on the flat buffers, one kernel per operation.
@@ -39,10 +42,12 @@ class Bucket:
 
     params: list[Tensor]
     flat: dict[str, Tensor]
+    owners: list[Tensor] = field(default_factory=list)
     scale_key: tuple | None = None
     views: dict[str, list[Tensor]] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.owners = self.owners or list(self.params)
         sizes = [p.numel() for p in self.params]
         for name, buf in self.flat.items():
             self.views[name] = [v.view_as(p) for v, p in zip(buf.split(sizes), self.params, strict=True)]
