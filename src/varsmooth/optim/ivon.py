@@ -452,8 +452,10 @@ class IVON(torch.optim.Optimizer):
         sd = super().state_dict()
         scratch = ("grad_sum", "hess_sum")  # between steps the sums are scratch: leave them out
         for i, s in sd["state"].items():
-            if not s.get("has_grad", True):
-                sd["state"][i] = {k: v for k, v in s.items() if k not in scratch}
+            # a shard's state is a view into a flat buffer: saved as a DTensor over a copy (torch.save cannot
+            # pickle a DTensor over a view at an offset)
+            s = {k: like(local(v).clone(), v) if is_sharded(v) else v for k, v in s.items()}
+            sd["state"][i] = {k: v for k, v in s.items() if k not in scratch or s.get("has_grad", True)}
         sd["generators"] = {str(d): g.get_state() for d, g in self._generators.items()}
         sd["noise"] = {"seed": self._noise_seed, "draws": self._draws}
         return sd
