@@ -61,7 +61,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .ivon_checks import check_loaded_state, sums_finite, validate_group
+from .ivon_checks import check_loaded_state, hessian_inputs_finite, validate_group
 from .ivon_functional import (
     STATE_KEYS,
     Bucket,
@@ -390,9 +390,15 @@ class IVON(torch.optim.Optimizer):
         return loss
 
     def _finite(self) -> bool:
-        """Whether the Hessian sums of this step are finite (on every rank when shards or sync are in play)."""
-        buckets = [b for gi, g in enumerate(self.param_groups) if g["samples"] for b in self._buckets(gi, g)]
-        ok = sums_finite([b.flat["hess_sum"] for b in buckets])
+        """Whether this step's h_hat is finite (on every rank when shards or sync are in play)."""
+        terms, buckets, price = [], [], self.hess_approx is HessApprox.PRICE
+        for gi, g in enumerate(self.param_groups):
+            for b in self._buckets(gi, g) if g["samples"] else []:
+                if price:
+                    refresh_scale(b, g)
+                terms.append((b.flat["hess_sum"], b.flat["scale"] if price else g["ess"]))
+                buckets.append(b)
+        ok = hessian_inputs_finite(terms)
         if dist_on() and (self.sync or any(b.sharded for b in buckets)):
             flag = torch.tensor([float(ok)], device=buckets[0].flat["hess"].device if buckets else "cpu")
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)

@@ -8,12 +8,15 @@ IVON computes in it 1 / sigma = sqrt(lambda (h + delta)) and the Hessian step's 
 
     lambda (h0 + delta) >= FLOAT32_TINY    below it 1 / sigma underflows to 0 and the first sample is inf
                                            (ess = 1e-300 went non-finite in two steps this way)
-    lambda (h0 + delta) <= FLOAT32_MAX     above it 1 / sigma^2 overflows; so does the Hessian step's constant,
-                                           which torch refuses to convert to float32 (ess = 1e300)
+    lambda (h0 + delta) <= FLOAT32_MAX / 4 near FLOAT32_MAX 1 / sigma^2 overflows; so does the Hessian step's
+                                           constant, which torch refuses to convert to float32 (ess = 1e300);
+                                           the factor 4 leaves room for h's cap (``hess_cap``) above h0
 
-Gradients (``sums_finite``): before an update IVON checks the step's Hessian sums (sum_s g_s e_s for "price",
-sum_s g_s^2 for "gradsq"), which are non-finite whenever any gradient of the step is (inf * e and NaN * e are
-non-finite, also for e = 0). Such a step is skipped and counted, as under a GradScaler (``IVON.step``).
+Gradients (``hessian_inputs_finite``): before an update IVON checks the step's Hessian estimates h_hat (from the
+sums sum_s g_s e_s for "price", sum_s g_s^2 for "gradsq"), which are non-finite whenever any gradient of the step
+is (inf * e and NaN * e are non-finite, also for e = 0) or h_hat overflows. Such a step is skipped and counted,
+as under a GradScaler (``IVON.step``). The update itself caps h where lambda (h + delta) would overflow
+(``hess_cap``): with finite h_hat and these bounds, h, sigma and the momentum stay finite.
 
 Loaded state (``check_loaded_state``): a state dict must come from an IVON over parameters of the same number and
 shapes; anything else (another model, an SGD or Adam state) is refused at ``load_state_dict`` with a ValueError
@@ -23,6 +26,7 @@ naming what differs, not at the next step.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -31,6 +35,7 @@ from .ivon_shard import local
 
 FLOAT32_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32
 FLOAT32_MAX = torch.finfo(torch.float32).max
+PRECISION_MAX = FLOAT32_MAX / 4  # leaves room for h to grow to its cap, 2x above h0 at least (``hess_cap``)
 
 _RANGES = {
     "lr": (lambda v: 0.0 <= v < math.inf, ">= 0 and finite"),
@@ -48,29 +53,38 @@ def validate_group(g: dict) -> None:
     for name, (ok, allowed) in _RANGES.items():
         v = g[name]
         try:
-            good = not isinstance(v, bool) and ok(float(v))  # comparisons are False for NaN
+            number = isinstance(v, numbers.Real | Tensor) and not isinstance(v, bool)
+            good = number and ok(float(v))  # comparisons are False for NaN
         except (TypeError, ValueError, RuntimeError):
             good = False
         if not good:
             raise ValueError(f"Invalid {name}: {v!r} (must be {allowed})")
     precision = float(g["ess"]) * (float(g["hess_init"]) + float(g["weight_decay"]))
-    if not FLOAT32_TINY <= precision <= FLOAT32_MAX:
+    if not FLOAT32_TINY <= precision <= PRECISION_MAX:
         raise ValueError(
             f"Invalid ess: {g['ess']!r} (ess * (hess_init + weight_decay) = {precision:.3g} must lie in "
-            f"[{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}], where 1 / sigma^2 is a finite, non-zero float32)"
+            f"[{FLOAT32_TINY:.3g}, {PRECISION_MAX:.3g}], where 1 / sigma^2 is a finite, non-zero float32)"
         )
 
 
-def sums_finite(hess_sums: list[Tensor]) -> bool:
-    """True when every flat Hessian-sum buffer is finite: one reduction per buffer and one host sync in all.
-
-    A sum of finite values that overflows reads as non-finite too: such a step would overflow h anyway."""
-    if not hess_sums:
+def hessian_inputs_finite(terms: list[tuple[Tensor, Tensor | float]]) -> bool:
+    """True when every (hess_sum, factor) pair gives a finite sum_i factor_i hess_sum_i: one reduction per
+    bucket and one host sync in all. With the factor 1 / sigma (price) or lambda (gradsq), the summands are
+    S h_hat, so this is False exactly when a gradient of the step was NaN or inf or some h_hat overflowed (or,
+    harmlessly, when their sum overflowed: such a step would blow up h anyway)."""
+    if not terms:
         return True
     by_device: dict[torch.device, list[Tensor]] = {}
-    for t in hess_sums:
-        by_device.setdefault(t.device, []).append(t.sum(dtype=t.dtype).reshape(1))
+    for hs, factor in terms:
+        v = torch.dot(hs, factor) if isinstance(factor, Tensor) else hs.sum() * factor
+        by_device.setdefault(hs.device, []).append(v.reshape(1))
     return all(bool(torch.cat(v).isfinite().all()) for v in by_device.values())
+
+
+def hess_cap(group: dict, dtype: torch.dtype) -> float:
+    """The largest h with lambda (h + delta) finite in ``dtype``: the update caps h there, so that a finite
+    h_hat whose Hessian step overflows (a huge ``ess``) leaves sigma > 0 instead of an inf in the state."""
+    return torch.finfo(dtype).max / (2 * group["ess"]) - group["weight_decay"]
 
 
 def check_loaded_state(state_dict: dict, groups: list[dict], state_keys: tuple[str, ...]) -> None:

@@ -9,7 +9,8 @@ MC samples, e_s ~ N(0, I) the standardised noise of sample s and sigma = 1 / sqr
     h <- beta2 h + (1 - beta2) h_hat + 0.5 (1 - beta2)^2 (h - h_hat)^2 / (h + delta)     (beta2 < 1)
     m <- m - alpha' clip((g / (1 - beta1^t) + delta m) / (h + delta), -r, r)
 
-with alpha' = alpha (h0 + delta) under ``rescale_lr`` and no debiasing without ``debias``. The multi-tensor
+with alpha' = alpha (h0 + delta) under ``rescale_lr`` and no debiasing without ``debias``; h is capped where
+lambda (h + delta) would overflow its dtype (``ivon_checks.hess_cap``), which never binds for sane values. The multi-tensor
 version rewrites the Hessian step through u = (h - h_hat) / sqrt(lambda (h + delta)), so that
 
     h <- h - (1 - beta2) u sqrt(lambda (h + delta)) + 0.5 (1 - beta2)^2 lambda u^2
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from .ivon_checks import hess_cap
 
 STATE_KEYS = ("momentum", "hess", "grad_sum", "hess_sum")
 
@@ -79,6 +82,7 @@ def update_reference(params: list[Tensor], states: list[dict], group: dict, samp
         mom.mul_(b1).add_(g_hat, alpha=1 - b1)
         if b2 < 1:  # beta2 = 1: fixed covariance, h stays at hess_init
             h.copy_(b2 * h + (1 - b2) * h_hat + 0.5 * (1 - b2) ** 2 * (h - h_hat) ** 2 / (h + wd))
+            h.clamp_(max=hess_cap(group, h.dtype))
         s["step"] += 1
         lr, bias = coefficients(group, s["step"])
         p.copy_(m - lr * ((mom / bias + wd * m) / (h + wd)).clamp(-r, r))
@@ -113,6 +117,7 @@ def update_multi(b: Bucket, states: list[dict], idx: list[int], group: dict, sam
             torch._foreach_div_(hs, sc)
         torch._foreach_addcmul_(h, hs, sc, value=1 - b2)
         torch._foreach_addcmul_(h, hs, hs, value=0.5 * (1 - b2) ** 2 * ess)
+        torch._foreach_clamp_max_(h, hess_cap(group, h[0].dtype))
     _plus(gs, h, wd, whole)  # the gradient sums are consumed: gs <- h + delta
     for i, step in zip(idx, steps, strict=True):
         states[i]["step"] = step
