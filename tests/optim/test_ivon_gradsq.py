@@ -39,7 +39,7 @@ def _h_average(ess: float, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("ess, batch", [(64.0, 64), (64.0, 8)])
 def test_gradsq_estimates_ess_over_batch_times_the_hessian(ess, batch):
     h, a = _h_average(ess, batch)
-    rel = (h / (ess / batch * a) - 1).abs()
-    assert rel.mean() < 0.04 and rel.max() < 0.2
+    ratio = h / (ess / batch * a)  # one per coordinate; Monte Carlo error ~4% each, ~0.3% on their mean
+    assert abs(ratio.mean() - 1) < 0.02 and (ratio - 1).abs().max() < 0.25
     if batch != ess:  # so lambda g^2 is the Hessian only for a batch of lambda examples: here 8x too large
         assert (h / a).mean() > 6
