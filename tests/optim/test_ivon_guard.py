@@ -33,7 +33,11 @@ def _sample(model, opt, x, y, bad=None):
 
 def _state(model, opt):
     return [p.detach().clone() for p in model.parameters()], [
-        {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items() if k in ("hess", "momentum", "step")}
+        {
+            k: v.clone() if torch.is_tensor(v) else v
+            for k, v in opt.state[p].items()
+            if k in ("hess", "momentum", "step")
+        }
         for p in model.parameters()
     ]
 

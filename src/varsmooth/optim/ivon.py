@@ -51,27 +51,28 @@ each equal one process with N*S samples. Keep DDP's own gradient sync off while 
 from __future__ import annotations
 
 import enum
-import sys
 import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .ivon_checks import check_loaded_state, hessian_inputs_finite, validate_group
 from .ivon_functional import (
     STATE_KEYS,
     Bucket,
+    build_buckets,
     mark_scale_valid,
     refresh_scale,
+    restore_means,
     update_multi,
     update_reference,
+    write_sample,
 )
 from .ivon_shard import fill_sharded_noise, is_sharded, like, local
-from .ivon_sums import all_reduce_sums, dist_on, rank_seed, take, unscale_sums
+from .ivon_sums import Block, all_reduce_sums, dist_on, mid_step, rank_seed, take, unscale_sums
 from .predictive import predictive_probs  # noqa: F401  (re-exported: varsmooth.optim.ivon.predictive_probs)
 
 __all__ = ["IVON", "HessApprox", "predictive_probs"]
@@ -82,24 +83,8 @@ class HessApprox(str, enum.Enum):
     GRADSQ = "gradsq"  # ess * E[g^2]
 
 
-def mid_step() -> bool:
-    """True inside accelerate's gradient accumulation on a micro-batch that does not end the optimizer step
-    (its ``GradientState.sync_gradients`` is False; accelerate then skips ``optimizer.step()``)."""
-    state = sys.modules.get("accelerate.state")
-    if state is None or not getattr(state.GradientState, "_shared_state", None):
-        return False
-    return not state.GradientState().sync_gradients
-
-
 def _state_dtype(p: Tensor) -> torch.dtype:
     return torch.promote_types(p.dtype, torch.float32)
-
-
-class _Block:
-    """One open ``sampled_params`` block: its buckets, the swapped-out means and whether it continues a sample."""
-
-    def __init__(self, plan: list, swapped: list, generator, continued: bool):
-        self.plan, self.swapped, self.generator, self.continued = plan, swapped, generator, continued
 
 
 class IVON(torch.optim.Optimizer):
@@ -157,7 +142,7 @@ class IVON(torch.optim.Optimizer):
         self._shard_gens: dict[torch.device, torch.Generator] = {}
         self._scratch: dict[int, tuple] = {}  # group index -> (param signature, buckets)
         self._sampling = self._closure_sampling = False
-        self._block: _Block | None = None
+        self._block: Block | None = None
         self._taken: list | None = None  # the gradients the last train block took, while nobody cleared them
         self._warned_nonfinite = False
         super().__init__(params, defaults)
@@ -173,40 +158,21 @@ class IVON(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- state, buckets, noise
     def _buckets(self, gi: int, group: dict) -> list[Bucket]:
-        """The buckets of group ``gi``; (re)built when its params change or their state was replaced (a loaded
-        state dict): state values are then copied into fresh flat buffers and ``self.state`` holds views (for
-        DTensor parameters: DTensors whose local tensors are the views)."""
+        """The buckets of group ``gi`` (``ivon_functional.build_buckets``), rebuilt when its params change or their
+        state was replaced (a loaded state dict)."""
         params = [p for p in group["params"] if p.requires_grad]
         locs = [local(p) for p in params]
         sig = tuple((id(p), id(q), p.dtype, q.device, p.shape) for p, q in zip(params, locs, strict=True))
         cached = self._scratch.get(gi)
-        if cached is not None and cached[0] == sig and all(
-            self.state[p].get("hess") is h for b in cached[1] for p, h in zip(b.owners, b.held, strict=True)
+        if (
+            cached is not None
+            and cached[0] == sig
+            and all(self.state[p].get("hess") is h for b in cached[1] for p, h in zip(b.owners, b.held, strict=True))
         ):
             return cached[1]
         first = sum(len(g["params"]) for g in self.param_groups[:gi])
         index = {id(p): first + i for i, p in enumerate(group["params"])}
-        keyed: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
-        for p, q in zip(params, locs, strict=True):
-            keyed.setdefault((q.device, p.dtype, is_sharded(p)), []).append((p, q))
-        buckets = []
-        for (device, dtype, sharded), pairs in keyed.items():
-            n, sdt = sum(q.numel() for _, q in pairs), torch.promote_types(dtype, torch.float32)
-            flat = {k: torch.empty(n, device=device, dtype=sdt) for k in (*STATE_KEYS, "noise", "scale")}
-            flat["sample"] = torch.empty(n, device=device, dtype=dtype)  # theta, or for shards the saved mean
-            b = Bucket([q for _, q in pairs], flat, owners=[p for p, _ in pairs])
-            b.sharded, b.index, b.held = sharded, [index[id(p)] for p, _ in pairs], []
-            for i, (p, _) in enumerate(pairs):
-                state = self.state[p]
-                if not state:  # lazy, like torch optimizers
-                    state.update(step=0, has_grad=False)  # the sums hold this step's values only while has_grad
-                init = {"momentum": 0.0, "hess": group["hess_init"], "grad_sum": 0.0, "hess_sum": 0.0}
-                for k in STATE_KEYS:
-                    old, view = state.get(k), b.views[k][i]
-                    view.copy_(local(old)) if isinstance(old, Tensor) else view.fill_(init[k])
-                    state[k] = like(view, p)
-                b.held.append(state["hess"])
-            buckets.append(b)
+        buckets = build_buckets(params, locs, [index[id(p)] for p in params], self.state, group["hess_init"])
         self._scratch[gi] = (sig, buckets)
         return buckets
 
@@ -263,14 +229,14 @@ class IVON(torch.optim.Optimizer):
         if not train:
             self._taken = None  # the noise buffers are redrawn: a later block cannot continue the last sample
         self._sampling = True
-        blk = self._block = _Block([], [], generator, continued)
+        blk = self._block = Block([], [], generator, continued)
         try:
             blk.plan = self._sample(generator, blk.swapped, draw=not continued)
             if continued:
                 take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach, sign=-1)
             yield
         finally:
-            self._restore(blk.swapped)
+            restore_means(blk.swapped)
             self._sampling, self._block = False, None
         if train:
             take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)
@@ -286,43 +252,15 @@ class IVON(torch.optim.Optimizer):
         return all((p.grad is None) if ref is None else (ref() is p.grad and p.grad._version == v)
                    for p, ref, v in self._taken)  # fmt: skip
 
-    @staticmethod
-    def _restore(swapped: list) -> None:
-        for p, mean, inplace in swapped:
-            if inplace:
-                p.copy_(mean)
-            else:
-                p.data = mean
-        swapped.clear()
-
     @torch.no_grad()
     def _sample(self, generator, swapped: list, draw: bool = True) -> list:
-        """Write theta = m + e / sqrt(lambda (h + delta)) into the parameters: fresh noise e when ``draw``, else
-        the noise of the last sample (a continued sample). Shards are written in place, their mean kept."""
+        """Write theta = m + e / sqrt(lambda (h + delta)) into the parameters (``ivon_functional.write_sample``):
+        fresh noise e when ``draw``, else the noise of the last sample (a continued sample)."""
         plan = []
         for gi, group in enumerate(self.param_groups):
-            ess, wd = group["ess"], group["weight_decay"]
             for b in self._buckets(gi, group):
                 e = self._draw(b, generator) if draw else b.flat["noise"]
-                if self.foreach:  # theta = m + e / scale, written into the sample scratch
-                    refresh_scale(b, group)
-                    torch.div(e, b.flat["scale"], out=b.flat["sample"])
-                    torch._foreach_add_(b.views["sample"], b.params)
-                    thetas = b.views["sample"]
-                else:
-                    thetas = [
-                        (p + e / (ess * (local(self.state[o]["hess"]) + wd)).sqrt()).to(p.dtype)
-                        for p, o, e in zip(b.params, b.owners, b.views["noise"], strict=True)
-                    ]
-                if b.sharded:  # FSDP2 gathers the shard's memory: write theta there, keep the mean
-                    thetas = [t.clone() for t in thetas] if self.foreach else thetas
-                    torch._foreach_copy_(b.views["sample"], b.params)
-                    torch._foreach_copy_(b.params, thetas)
-                    swapped.extend((p, m, True) for p, m in zip(b.params, b.views["sample"], strict=True))
-                else:
-                    for p, theta in zip(b.owners, thetas, strict=True):
-                        swapped.append((p, p.data, False))
-                        p.data = theta
+                write_sample(b, group, [local(self.state[o]["hess"]) for o in b.owners], e, self.foreach, swapped)
                 plan.append((b, group))
         if draw and any(b.sharded for b, _ in plan):
             self._draws += 1
@@ -334,7 +272,7 @@ class IVON(torch.optim.Optimizer):
         if blk is not None and blk.continued:
             with torch.no_grad():
                 take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)  # undo the undo
-                self._restore(blk.swapped)
+                restore_means(blk.swapped)
                 blk.plan, blk.continued = self._sample(blk.generator, blk.swapped), False
         self._taken = None
         super().zero_grad(set_to_none=set_to_none)
@@ -367,8 +305,8 @@ class IVON(torch.optim.Optimizer):
             self._discard(skipped=True)
             if not scaled and not self._warned_nonfinite:
                 self._warned_nonfinite = True
-                warnings.warn("IVON skipped a step whose gradients are not finite (NaN or inf); weights and state "
-                              "are unchanged, opt.skipped_steps counts such steps", RuntimeWarning, stacklevel=2)  # fmt: skip
+                msg = "IVON skipped a step whose gradients are not finite (NaN or inf); weights and state are unchanged"
+                warnings.warn(msg + ", opt.skipped_steps counts such steps", RuntimeWarning, stacklevel=2)
             return loss
         price = self.hess_approx is HessApprox.PRICE
         for gi, group in enumerate(self.param_groups):
@@ -394,16 +332,10 @@ class IVON(torch.optim.Optimizer):
         terms, buckets, price = [], [], self.hess_approx is HessApprox.PRICE
         for gi, g in enumerate(self.param_groups):
             for b in self._buckets(gi, g) if g["samples"] else []:
-                if price:
-                    refresh_scale(b, g)
+                refresh_scale(b, g) if price else None
                 terms.append((b.flat["hess_sum"], b.flat["scale"] if price else g["ess"]))
                 buckets.append(b)
-        ok = hessian_inputs_finite(terms)
-        if dist_on() and (self.sync or any(b.sharded for b in buckets)):
-            flag = torch.tensor([float(ok)], device=buckets[0].flat["hess"].device if buckets else "cpu")
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            ok = bool(flag.item() > 0.5)
-        return ok
+        return hessian_inputs_finite(terms, every_rank=dist_on() and (self.sync or any(b.sharded for b in buckets)))
 
     def _run_closure(self, closure):
         """Call ``closure`` ``mc_samples`` times, each inside a sample unless samples are already pending (the
@@ -411,7 +343,7 @@ class IVON(torch.optim.Optimizer):
         losses, sample = [], all(g["samples"] == 0 for g in self.param_groups)
         for _ in range(self.mc_samples):
             self._taken = None  # each call is a new sample
-            with torch.enable_grad(), (self.sampled_params(train=True) if sample else nullcontext()):
+            with torch.enable_grad(), self.sampled_params(train=True) if sample else nullcontext():
                 self._closure_sampling = sample
                 try:
                     losses.append(closure())

@@ -29,6 +29,7 @@ import math
 import numbers
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .ivon_shard import local
@@ -67,18 +68,22 @@ def validate_group(g: dict) -> None:
         )
 
 
-def hessian_inputs_finite(terms: list[tuple[Tensor, Tensor | float]]) -> bool:
+def hessian_inputs_finite(terms: list[tuple[Tensor, Tensor | float]], every_rank: bool = False) -> bool:
     """True when every (hess_sum, factor) pair gives a finite sum_i factor_i hess_sum_i: one reduction per
     bucket and one host sync in all. With the factor 1 / sigma (price) or lambda (gradsq), the summands are
     S h_hat, so this is False exactly when a gradient of the step was NaN or inf or some h_hat overflowed (or,
-    harmlessly, when their sum overflowed: such a step would blow up h anyway)."""
-    if not terms:
-        return True
+    harmlessly, when their sum overflowed: such a step would blow up h anyway). ``every_rank``: all-reduce the
+    answer (ranks holding shards or synchronised sums must skip together)."""
     by_device: dict[torch.device, list[Tensor]] = {}
     for hs, factor in terms:
         v = torch.dot(hs, factor) if isinstance(factor, Tensor) else hs.sum() * factor
         by_device.setdefault(hs.device, []).append(v.reshape(1))
-    return all(bool(torch.cat(v).isfinite().all()) for v in by_device.values())
+    ok = all(bool(torch.cat(v).isfinite().all()) for v in by_device.values())
+    if every_rank:
+        flag = torch.tensor([float(ok)], device=terms[0][0].device if terms else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        ok = bool(flag.item() > 0.5)
+    return ok
 
 
 def hess_cap(group: dict, dtype: torch.dtype) -> float:

@@ -82,4 +82,3 @@ def fill_sharded_noise(out: Tensor, p: DTensor, seed: int, draw: int, index: int
         e = torch.randn(hi - lo, generator=gen, device=out.device, dtype=out.dtype)
         a, b = max(lo, start), min(hi, stop)
         flat[a - start : b - start] = e[a - lo : b - lo]
-

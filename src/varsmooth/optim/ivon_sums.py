@@ -5,6 +5,8 @@ all-reduce over ranks: data-parallel training equals one process with all ranks'
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -109,3 +111,19 @@ def take(plan: list, state: dict, price: bool, foreach: bool, sign: int = 1) -> 
                 torch._foreach_addcmul_(hsum, e if price else g, g)
             for i in sel:
                 states[i]["has_grad"] = True
+
+
+def mid_step() -> bool:
+    """True inside accelerate's gradient accumulation on a micro-batch that does not end the optimizer step
+    (its ``GradientState.sync_gradients`` is False; accelerate then skips ``optimizer.step()``)."""
+    state = sys.modules.get("accelerate.state")
+    if state is None or not getattr(state.GradientState, "_shared_state", None):
+        return False
+    return not state.GradientState().sync_gradients
+
+
+class Block:
+    """One open ``sampled_params`` block: its buckets, the swapped-out means and whether it continues a sample."""
+
+    def __init__(self, plan: list, swapped: list, generator, continued: bool):
+        self.plan, self.swapped, self.generator, self.continued = plan, swapped, generator, continued
