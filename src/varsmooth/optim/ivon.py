@@ -46,6 +46,12 @@ initialised process group, a rank without a generator creates one seeded with
 ``SeedSequence((torch.initial_seed(), rank))`` so every rank draws different noise; ``step()`` all-reduces the
 gradient and Hessian sums and the sample counts in one flat call per (device, dtype), so N ranks with S samples
 each equal one process with N*S samples. Keep DDP's own gradient sync off while sampling (``model.no_sync()``).
+
+Where large models train (``docs/ivon-at-scale.md``): under accelerate's gradient accumulation the micro-batches
+of a step share one sample (the rule is in ``sampled_params``); FSDP2's DTensor parameters are sampled and updated
+shard by shard, with noise defined on the full shape (``ivon_shard``). A step whose h_hat is not finite (a NaN or
+inf gradient) is skipped and counted in ``skipped_steps``; hyperparameters and loaded state are checked
+(``ivon_checks``).
 """
 
 from __future__ import annotations
