@@ -113,3 +113,37 @@ def test_outside_accelerate_every_block_is_a_new_sample():
             F.cross_entropy(model(xb), yb).backward()  # no zero_grad: gradients pile up, the samples still differ
     assert all(not torch.equal(seen[0], s) for s in seen[1:])
     assert opt.param_groups[0]["samples"] == K
+
+
+def test_zero_grad_inside_a_continued_block_makes_it_a_new_sample():
+    """Under accelerate, IVON's own zero_grad() inside the block (the README's mode (a)) redraws: each
+    micro-batch is its own sample, as in the same loop without accelerate."""
+    from accelerate import Accelerator
+
+    x, y = _data()
+    runs = []
+    for use_accelerate in (True, False):
+        model = _mlp()
+        opt = IVON(model.parameters(), generator=torch.Generator().manual_seed(3), **KW)
+        accelerator = Accelerator(gradient_accumulation_steps=K, cpu=True) if use_accelerate else None
+        net, optimizer = accelerator.prepare(model, opt) if use_accelerate else (model, opt)
+        seen = []
+        for i, (xb, yb) in enumerate(zip(x.split(B), y.split(B), strict=True)):
+            with accelerator.accumulate(net) if use_accelerate else torch.enable_grad():
+                with opt.sampled_params(train=True):
+                    opt.zero_grad()
+                    seen.append(model[0].weight.detach().clone())
+                    loss = F.cross_entropy(net(xb), yb)
+                    accelerator.backward(loss) if use_accelerate else (loss / K).backward()
+                if use_accelerate:
+                    optimizer.step()
+                    optimizer.zero_grad()
+                elif (i + 1) % K == 0:
+                    opt.step()
+        runs.append((model, seen))
+    (acc, acc_seen), (plain, plain_seen) = runs
+    for a, b in zip(acc_seen, plain_seen, strict=True):  # to rounding: the redraw undoes a take by subtraction
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert (acc_seen[0] - acc_seen[1]).abs().max() > 1e-3  # a new sample per micro-batch
+    for p, q in zip(acc.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
