@@ -3,6 +3,7 @@
 - With sigma negligible (ess 1e12, fixed h) the 2-rank run equals plain IVON in one process on the whole batch.
 - With noise, the gathered sample at every step is mean + sigma * e, sigma from the gathered state and e the
   full-shape draw of ``ivon_shard`` (re-derived here from its chunk seeds: the same e on any number of ranks).
+- The per-parameter reference path (``foreach=False``) gives the fast path's result on shards.
 - The sharded optimizer state round-trips through ``state_dict``/``load_state_dict`` bitwise.
 """
 
@@ -70,7 +71,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         x, y = _data()
         xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]  # FSDP averages the ranks' gradients: the batch mean
         result = {}
-        for name, kw in (("quiet", QUIET), ("noisy", NOISY)):
+        for name, kw in (("quiet", QUIET), ("noisy", NOISY), ("reference", dict(NOISY, foreach=False))):
             model = _model()
             for layer in model:
                 if isinstance(layer, nn.Linear):
@@ -149,6 +150,9 @@ def test_fsdp2_two_ranks(tmp_path):
         for j, (theta, m, s) in enumerate(zip(noisy["samples"][t], before["params"], before["sigma"], strict=True)):
             e = _oracle_noise(m.shape, t, j)
             torch.testing.assert_close(theta, m + s * e, rtol=1e-12, atol=1e-12)
+    for key in ("params", "hess"):  # the per-parameter reference path on shards agrees with the fast path
+        for a, b in zip(noisy["after"][key], res["reference"]["after"][key], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     h0 = noisy["before"][0]["hess"][0]
     assert torch.equal(h0, torch.full_like(h0, 0.5)) and (noisy["after"]["hess"][0] - 0.5).abs().max() > 1e-3
 

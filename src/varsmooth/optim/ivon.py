@@ -178,6 +178,8 @@ class IVON(torch.optim.Optimizer):
             return cached[1]
         first = sum(len(g["params"]) for g in self.param_groups[:gi])
         index = {id(p): first + i for i, p in enumerate(group["params"])}
+        if self.sync and any(is_sharded(p) for p in params):
+            raise ValueError("Invalid sync: True with DTensor (FSDP2) parameters; FSDP2 already averages gradients")
         buckets = build_buckets(params, locs, [index[id(p)] for p in params], self.state, group["hess_init"])
         self._scratch[gi] = (sig, buckets)
         return buckets

@@ -138,13 +138,13 @@ def coefficients(group: dict, step: int) -> tuple[float, float]:
 def update_reference(params: list[Tensor], states: list[dict], group: dict, samples: int, price: bool) -> None:
     """The update, one parameter at a time, exactly as written in the module docstring."""
     b1, b2, wd, ess, r = (group[k] for k in ("beta1", "beta2", "weight_decay", "ess", "clip_radius"))
-    for p, s in zip(params, states, strict=True):
-        h, mom, m = s["hess"], s["momentum"], p.to(s["hess"].dtype)
-        g_hat = s["grad_sum"] / samples
+    for p, s in zip(params, states, strict=True):  # p: the parameter or its local shard, as the state below
+        h, mom, gs, hs = (local(s[k]) for k in ("hess", "momentum", "grad_sum", "hess_sum"))
+        m, g_hat = p.to(h.dtype), gs / samples
         if price:
-            h_hat = (ess * (h + wd)).sqrt() * s["hess_sum"] / samples
+            h_hat = (ess * (h + wd)).sqrt() * hs / samples
         else:
-            h_hat = ess * s["hess_sum"] / samples
+            h_hat = ess * hs / samples
         mom.mul_(b1).add_(g_hat, alpha=1 - b1)
         if b2 < 1:  # beta2 = 1: fixed covariance, h stays at hess_init
             h.copy_(b2 * h + (1 - b2) * h_hat + 0.5 * (1 - b2) ** 2 * (h - h_hat) ** 2 / (h + wd))
