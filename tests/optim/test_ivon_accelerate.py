@@ -147,3 +147,22 @@ def test_zero_grad_inside_a_continued_block_makes_it_a_new_sample():
     assert (acc_seen[0] - acc_seen[1]).abs().max() > 1e-3  # a new sample per micro-batch
     for p, q in zip(acc.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_a_micro_batch_that_raises_leaves_the_step_as_the_earlier_micro_batches_made_it():
+    from accelerate import Accelerator
+
+    x, y = _data()
+    model = _mlp()
+    opt = IVON(model.parameters(), generator=torch.Generator().manual_seed(3), **KW)
+    accelerator = Accelerator(gradient_accumulation_steps=2, cpu=True)
+    net, optimizer = accelerator.prepare(model, opt)
+    with accelerator.accumulate(net), opt.sampled_params(train=True):
+        accelerator.backward(F.cross_entropy(net(x[:B]), y[:B]))
+    sums = [opt.state[p]["grad_sum"].clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="data error"), accelerator.accumulate(net):
+        with opt.sampled_params(train=True):  # continues the sample, then fails before its backward
+            raise RuntimeError("data error")
+    assert opt.param_groups[0]["samples"] == 1
+    for p, s in zip(model.parameters(), sums, strict=True):
+        assert opt.state[p]["has_grad"] and torch.equal(opt.state[p]["grad_sum"], s)

@@ -243,6 +243,10 @@ class IVON(torch.optim.Optimizer):
             if continued:
                 take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach, sign=-1)
             yield
+        except BaseException:
+            if blk.continued:  # the sample is discarded: give back what the earlier micro-batches contributed
+                take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)
+            raise
         finally:
             restore_means(blk.swapped)
             self._sampling, self._block = False, None
