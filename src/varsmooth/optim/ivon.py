@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import enum
 import warnings
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -78,7 +77,17 @@ from .ivon_functional import (
     write_sample,
 )
 from .ivon_shard import fill_sharded_noise, is_sharded, like, local
-from .ivon_sums import Block, all_reduce_sums, dist_on, mid_step, rank_seed, take, unscale_sums
+from .ivon_sums import (
+    Block,
+    all_reduce_sums,
+    dist_on,
+    grad_marks,
+    grads_untouched,
+    mid_step,
+    rank_seed,
+    take,
+    unscale_sums,
+)
 from .predictive import predictive_probs  # noqa: F401  (re-exported: varsmooth.optim.ivon.predictive_probs)
 
 __all__ = ["IVON", "HessApprox", "predictive_probs"]
@@ -252,17 +261,12 @@ class IVON(torch.optim.Optimizer):
             self._sampling, self._block = False, None
         if train:
             take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)
-            self._taken = None if not mid_step() else [
-                (p, None if p.grad is None else weakref.ref(p.grad), p.grad is not None and p.grad._version)
-                for b, _ in blk.plan for p in b.owners
-            ]  # fmt: skip
+            self._taken = grad_marks([p for b, _ in blk.plan for p in b.owners]) if mid_step() else None
 
     def _continues(self) -> bool:
         """Whether a new train block is a micro-batch of the last block's sample (``sampled_params``)."""
-        if self._taken is None or all(g["samples"] == 0 for g in self.param_groups):
-            return False
-        return all((p.grad is None) if ref is None else (ref() is p.grad and p.grad._version == v)
-                   for p, ref, v in self._taken)  # fmt: skip
+        pending = any(g["samples"] for g in self.param_groups)
+        return pending and self._taken is not None and grads_untouched(self._taken)
 
     @torch.no_grad()
     def _sample(self, generator, swapped: list, draw: bool = True) -> list:

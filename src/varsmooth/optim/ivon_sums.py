@@ -6,6 +6,7 @@ all-reduce over ranks: data-parallel training equals one process with all ranks'
 from __future__ import annotations
 
 import sys
+import weakref
 
 import numpy as np
 import torch
@@ -127,3 +128,15 @@ class Block:
 
     def __init__(self, plan: list, swapped: list, generator, continued: bool):
         self.plan, self.swapped, self.generator, self.continued = plan, swapped, generator, continued
+
+
+def grad_marks(params: list[Tensor]) -> list[tuple]:
+    """What ``grads_untouched`` compares: each parameter's gradient tensor (weakly) and its version."""
+    return [(p, None if p.grad is None else weakref.ref(p.grad), p.grad is not None and p.grad._version)
+            for p in params]  # fmt: skip
+
+
+def grads_untouched(marks: list[tuple]) -> bool:
+    """True when every ``p.grad`` is still the tensor ``grad_marks`` saw, unchanged (nothing cleared it)."""
+    return all((p.grad is None) if ref is None else (ref() is p.grad and p.grad._version == v)
+               for p, ref, v in marks)  # fmt: skip
