@@ -39,12 +39,12 @@ def _data(dtype=torch.float64):
     return torch.randn(STEPS * K * B, 6, generator=g).to(dtype), torch.randint(0, 3, (STEPS * K * B,), generator=g)
 
 
-def _accelerate_run(mixed_precision="no", dtype=torch.float64):
+def _accelerate_run(mixed_precision="no", dtype=torch.float64, foreach=True):
     from accelerate import Accelerator
 
     x, y = _data(dtype)
     model = _mlp(dtype)
-    opt = IVON(model.parameters(), generator=torch.Generator().manual_seed(3), **KW)
+    opt = IVON(model.parameters(), generator=torch.Generator().manual_seed(3), foreach=foreach, **KW)
     accelerator = Accelerator(gradient_accumulation_steps=K, mixed_precision=mixed_precision, cpu=True)
     model, optimizer = accelerator.prepare(model, opt)
     seen = []
@@ -73,8 +73,9 @@ def _plain_run():
     return model, opt, seen
 
 
-def test_accelerate_accumulation_equals_one_batch_of_k_micro_batches():
-    model, opt, seen = _accelerate_run()
+@pytest.mark.parametrize("foreach", [True, False])
+def test_accelerate_accumulation_equals_one_batch_of_k_micro_batches(foreach):
+    model, opt, seen = _accelerate_run(foreach=foreach)
     ref, ref_opt, ref_seen = _plain_run()
     for t in range(STEPS):  # the k micro-batches of a step saw one sample, the plain run's (to rounding)
         for j in range(K):
