@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# IVON on one CUDA GPU, in at most ~8 minutes on an H100/H200:
-#   1. benchmarks/ivon_speed.py on CUDA: MLP, CNN, ResNet-18, batch 128, fp32 and bf16 autocast (ratios to AdamW,
-#      ivon-opt in the same run);
+# IVON on one CUDA GPU, in at most ~10 minutes on an H100/H200:
+#   1. benchmarks/ivon_speed.py on CUDA: MLP, CNN, ResNet-18, batch 128, and the transformer and LoRA step at
+#      their own batch of 16, fp32 and bf16 autocast (ratios to AdamW, ivon-opt in the same run);
 #   2. a short noisy-label run on full MNIST (symmetric 40%, the paper's 3-layer CNN): ERM vs LS vs IVON;
 #   3. the gpu-marked tests;
 #   4. table.md in the output folder with all of it.
@@ -32,11 +32,14 @@ status() { # stage name, exit code -> one line in status.txt
 }
 : >"$DEST/status.txt"
 
-# 1. speed (about 1 minute each; limits: 2 x 100 s + 3 x 70 s + 60 s = 7.8 min at most)
+# 1. speed (about 1 minute each; limits: 2 x (100 + 45) s + 3 x 70 s + 60 s = 9.3 min at most)
 for amp in none bf16; do
     timeout 100 python benchmarks/ivon_speed.py --device cuda --autocast "$amp" --batch 128 --threads 0 \
         --repeats 15 --inner 5 --models mlp,cnn,resnet18 >"$DEST/speed_$amp.txt" 2>&1
     status "speed $amp" $?
+    timeout 45 python benchmarks/ivon_speed.py --device cuda --autocast "$amp" --threads 0 \
+        --repeats 15 --inner 5 --models transformer,lora >"$DEST/speed_transformer_$amp.txt" 2>&1
+    status "speed transformer/LoRA $amp" $?
 done
 
 # 2. noisy-label MNIST, 3 epochs per method (well under a minute each)
@@ -64,8 +67,8 @@ out = Path(sys.argv[1])
 lines = ["# IVON GPU check", "", "```", (out / "env.txt").read_text().strip(), "```", ""]
 lines += ["| autocast | model | optimizer | median ms | ratio to AdamW |", "|---|---|---|---|---|"]
 for amp in ("none", "bf16"):
-    path = out / f"speed_{amp}.txt"
-    for row in path.read_text().splitlines() if path.exists() else []:
+    paths = [out / f"speed_{amp}.txt", out / f"speed_transformer_{amp}.txt"]
+    for row in (r for p in paths if p.exists() for r in p.read_text().splitlines()):
         parts = row.split()
         if len(parts) == 4 and parts[1] in {"adamw", "sgd", "ivon", "ivon-ref", "ivon-opt"}:
             lines.append(f"| {amp} | {parts[0]} | {parts[1]} | {parts[2]} | {parts[3]} |")

@@ -8,6 +8,7 @@ forward+backward alone, drawing one Gaussian per weight (``normal_``), and IVON'
 the forward/backward, next to AdamW's step alone.
 
     python benchmarks/ivon_speed.py --repeats 30 --models mlp,cnn,resnet18 --threads 1 [--floor]
+    python benchmarks/ivon_speed.py --repeats 8 --models transformer,lora --threads 1
     python benchmarks/ivon_speed.py --device cuda --autocast bf16 --batch 128 --threads 0
 """
 
@@ -36,7 +37,10 @@ MODELS = {  # name: (architecture, input shape, batch size, train steps per time
     "cnn": ("small-cnn", (1, 28, 28), 128, 2),  # LeNet-style, defined below
     "cnn3": ("cnn3", (1, 28, 28), 128, 1),  # the paper's 3-layer CNN (heavy convolutions at 28x28)
     "resnet18": ("resnet18", (3, 32, 32), 50, 1),  # varsmooth.models CIFAR ResNet-18
+    "transformer": ("transformer", (128,), 16, 1),  # causal LM defined below: 4 layers, width 256, 3.5 M weights
+    "lora": ("lora", (128,), 16, 1),  # the same transformer frozen, rank-8 adapters on its linear layers trained
 }
+VOCAB = 512
 IVON_KW = dict(lr=0.1, ess=60000.0, hess_init=0.5, weight_decay=1e-4)
 
 
@@ -48,13 +52,66 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
     )  # fmt: skip
 
 
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: causal self-attention (4 heads) and a 4x MLP."""
+
+    def __init__(self, width: int, heads: int = 4):
+        super().__init__()
+        self.heads, self.ln1, self.ln2 = heads, nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+        x = x + self.proj(a)
+        return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+
+class TinyLM(nn.Module):
+    """Token and position embeddings, 4 blocks of width 256, a LayerNorm and an untied head: 3.45 M weights."""
+
+    def __init__(self, vocab: int = VOCAB, width: int = 256, layers: int = 4, seq: int = 128):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(seq, width)
+        self.blocks = nn.Sequential(*(Block(width) for _ in range(layers)))
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+
+    def forward(self, idx):
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        return self.head(self.ln(self.blocks(x))).flatten(0, 1)  # (batch * seq, vocab) logits
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update B A (rank r, B zero at start), as LoRA."""
+
+    def __init__(self, base: nn.Linear, r: int = 8):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.a = nn.Parameter(torch.randn(r, base.in_features) / base.in_features**0.5)
+        self.b = nn.Parameter(torch.zeros(base.out_features, r))
+
+    def forward(self, x):
+        return self.base(x) + F.linear(F.linear(x, self.a), self.b)
+
+
+def lora(model: nn.Module, r: int = 8) -> nn.Module:
+    """Freeze ``model`` and put rank-r adapters on every linear layer of its blocks."""
+    model.requires_grad_(False)
+    for block in model.blocks:
+        for name in ("qkv", "proj", "up", "down"):
+            setattr(block, name, LoRALinear(getattr(block, name), r))
+    return model
+
+
 def make_optimizers(model: nn.Module, args) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, bool]]:
     """name -> (model copy, optimizer, is_variational)."""
     out = {}
 
     def add(name, factory, variational):
         m = copy.deepcopy(model)
-        out[name] = (m, factory(m.parameters()), variational)
+        out[name] = (m, factory([p for p in m.parameters() if p.requires_grad]), variational)
 
     add("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-4, foreach=True), False)
     add("sgd", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True), False)
@@ -100,8 +157,14 @@ def bench_model(name: str, args, clock) -> dict[str, dict[str, float]]:
     arch, shape, batch, inner = MODELS[name]
     batch, inner, device = args.batch or batch, args.inner or inner, torch.device(args.device)
     torch.manual_seed(0)
-    model = (small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)).to(device)
-    x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    if arch in ("transformer", "lora"):
+        model = TinyLM(seq=shape[0]) if arch == "transformer" else lora(TinyLM(seq=shape[0]))
+        x = torch.randint(0, VOCAB, (batch, *shape), device=device)
+        y = torch.randint(0, VOCAB, (batch * shape[0],), device=device)
+    else:
+        model = small_cnn() if arch == "small-cnn" else build_model(arch, 10, shape)
+        x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    model = model.to(device)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.autocast == "bf16" else nullcontext
     opts = make_optimizers(model, args)
     timed = _timer(clock, device)
@@ -174,12 +237,12 @@ def main() -> None:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, autocast {args.autocast}, "
           f"{args.repeats} interleaved repeats, {args.clock} clock")  # fmt: skip
-    print(f"{'model':<10}{'optimizer':<10}{'median ms':>11}{'ratio/AdamW':>13}")
+    print(f"{'model':<12}{'optimizer':<10}{'median ms':>11}{'ratio/AdamW':>13}")
     for name in models:
         res = bench_model(name, args, clock)
         pieces = res.pop("floor", None)
         for k, v in res.items():
-            print(f"{name:<10}{k:<10}{v['ms']:>11.3f}{v['ratio']:>13.3f}", flush=True)
+            print(f"{name:<12}{k:<10}{v['ms']:>11.3f}{v['ratio']:>13.3f}", flush=True)
         if pieces:
             print(f"{name:<10}floor (median ms): " + ", ".join(f"{k} {v:.3f}" for k, v in pieces.items()))
             lo = (pieces["fwd+bwd"] + pieces["draw"]) / (pieces["fwd+bwd"] + pieces["adamw step"])

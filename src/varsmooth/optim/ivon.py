@@ -46,27 +46,48 @@ initialised process group, a rank without a generator creates one seeded with
 ``SeedSequence((torch.initial_seed(), rank))`` so every rank draws different noise; ``step()`` all-reduces the
 gradient and Hessian sums and the sample counts in one flat call per (device, dtype), so N ranks with S samples
 each equal one process with N*S samples. Keep DDP's own gradient sync off while sampling (``model.no_sync()``).
+
+Where large models train (``docs/ivon-at-scale.md``): under accelerate's gradient accumulation the micro-batches
+of a step share one sample (the rule is in ``sampled_params``); FSDP2's DTensor parameters are sampled and updated
+shard by shard, with noise defined on the full shape (``ivon_shard``). A step whose h_hat is not finite (a NaN or
+inf gradient) is skipped and counted in ``skipped_steps``; hyperparameters and loaded state are checked
+(``ivon_checks``).
 """
 
 from __future__ import annotations
 
 import enum
-import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
 
+from .ivon_checks import check_loaded_state, hessian_inputs_finite, validate_group
 from .ivon_functional import (
     STATE_KEYS,
     Bucket,
+    build_buckets,
     mark_scale_valid,
     refresh_scale,
+    restore_means,
     update_multi,
     update_reference,
+    write_sample,
 )
-from .ivon_sums import all_reduce_sums, dist_on, rank_seed, unscale_sums
+from .ivon_shard import fill_sharded_noise, is_sharded, like, local
+from .ivon_sums import (
+    Block,
+    all_reduce_sums,
+    dist_on,
+    grad_marks,
+    grads_untouched,
+    mid_step,
+    rank_seed,
+    take,
+    unscale_sums,
+)
 from .predictive import predictive_probs  # noqa: F401  (re-exported: varsmooth.optim.ivon.predictive_probs)
 
 __all__ = ["IVON", "HessApprox", "predictive_probs"]
@@ -92,7 +113,7 @@ class IVON(torch.optim.Optimizer):
         debias: divide g by (1 - beta1^t). rescale_lr: use alpha (h0 + delta) as the step size.
         foreach: True/None = multi-tensor path, False = per-parameter reference path (same results).
         generator: a ``torch.Generator`` for the noise (its state goes into ``state_dict``); default: global RNG.
-    Raises ``ValueError`` naming the first invalid hyperparameter.
+    Raises ``ValueError`` naming the first invalid hyperparameter (bounds: ``ivon_checks``).
     """
 
     _step_supports_amp_scaling = True  # GradScaler.step sets grad_scale / found_inf and calls step()
@@ -120,7 +141,7 @@ class IVON(torch.optim.Optimizer):
             lr=lr, ess=ess, hess_init=hess_init, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
             clip_radius=clip_radius, debias=debias, rescale_lr=rescale_lr, samples=0,
         )  # fmt: skip
-        self._validate(defaults)
+        validate_group(defaults)
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
             raise ValueError(f"Invalid mc_samples: {mc_samples!r} (must be an int >= 1)")
         if hess_approx not in {h.value for h in HessApprox}:
@@ -130,57 +151,45 @@ class IVON(torch.optim.Optimizer):
         self._generators: dict[torch.device, torch.Generator] = {}
         if generator is not None:
             self._generators[generator.device] = generator
+        # sharded noise (ivon_shard): a seed shared by the ranks and the count of samples drawn
+        self._noise_seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        self._draws = 0
+        self._shard_gens: dict[torch.device, torch.Generator] = {}
         self._scratch: dict[int, tuple] = {}  # group index -> (param signature, buckets)
         self._sampling = self._closure_sampling = False
+        self._block: Block | None = None
+        self._taken: list | None = None  # the gradients the last train block took, while nobody cleared them
+        self._warned_nonfinite = False
         super().__init__(params, defaults)
-
-    @staticmethod
-    def _validate(g: dict) -> None:
-        checks = {
-            "lr": 0.0 <= g["lr"] < math.inf, "ess": 0.0 < g["ess"] < math.inf,
-            "hess_init": 0.0 < g["hess_init"] < math.inf, "beta1": 0.0 <= g["beta1"] < 1.0,
-            "beta2": 0.0 <= g["beta2"] <= 1.0, "weight_decay": 0.0 <= g["weight_decay"] < math.inf,
-            "clip_radius": 0.0 < g["clip_radius"],
-        }  # fmt: skip
-        allowed = {"beta1": "in [0, 1)", "beta2": "in [0, 1]", "lr": ">= 0", "weight_decay": ">= 0"}
-        for name, ok in checks.items():
-            if not ok:  # comparisons are False for NaN too
-                raise ValueError(f"Invalid {name}: {g[name]!r} (must be {allowed.get(name, '> 0')})")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
-        self._validate(self.param_groups[-1])
+        validate_group(self.param_groups[-1])
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because their gradients were not finite (``GradScaler`` skips included)."""
+        return self.param_groups[0].get("skipped_steps", 0)
 
     # ---------------------------------------------------------------- state, buckets, noise
     def _buckets(self, gi: int, group: dict) -> list[Bucket]:
-        """The buckets of group ``gi``; (re)built when its params change or their state was replaced (a loaded
-        state dict): state values are then copied into fresh flat buffers and ``self.state`` holds views."""
+        """The buckets of group ``gi`` (``ivon_functional.build_buckets``), rebuilt when its params change or their
+        state was replaced (a loaded state dict)."""
         params = [p for p in group["params"] if p.requires_grad]
-        sig = tuple((id(p), p.dtype, p.device, p.shape) for p in params)
+        locs = [local(p) for p in params]
+        sig = tuple((id(p), id(q), p.dtype, q.device, p.shape) for p, q in zip(params, locs, strict=True))
         cached = self._scratch.get(gi)
-        if cached is not None and cached[0] == sig and all(
-            self.state[p].get("hess") is h for b in cached[1] for p, h in zip(b.params, b.views["hess"], strict=True)
+        if (
+            cached is not None
+            and cached[0] == sig
+            and all(self.state[p].get("hess") is h for b in cached[1] for p, h in zip(b.owners, b.held, strict=True))
         ):
             return cached[1]
-        keyed: dict[tuple, list[Tensor]] = {}
-        for p in params:
-            keyed.setdefault((p.device, p.dtype), []).append(p)
-        buckets = []
-        for (device, dtype), ps in keyed.items():
-            n, sdt = sum(p.numel() for p in ps), torch.promote_types(dtype, torch.float32)
-            flat = {k: torch.empty(n, device=device, dtype=sdt) for k in (*STATE_KEYS, "noise", "scale")}
-            flat["sample"] = torch.empty(n, device=device, dtype=dtype)
-            b = Bucket(ps, flat)
-            for i, p in enumerate(ps):
-                state = self.state[p]
-                if not state:  # lazy, like torch optimizers
-                    state.update(step=0, has_grad=False)  # the sums hold this step's values only while has_grad
-                init = {"momentum": 0.0, "hess": group["hess_init"], "grad_sum": 0.0, "hess_sum": 0.0}
-                for k in STATE_KEYS:
-                    old, view = state.get(k), b.views[k][i]
-                    view.copy_(old) if isinstance(old, Tensor) else view.fill_(init[k])
-                    state[k] = view
-            buckets.append(b)
+        first = sum(len(g["params"]) for g in self.param_groups[:gi])
+        index = {id(p): first + i for i, p in enumerate(group["params"])}
+        if self.sync and any(is_sharded(p) for p in params):
+            raise ValueError("Invalid sync: True with DTensor (FSDP2) parameters; FSDP2 already averages gradients")
+        buckets = build_buckets(params, locs, [index[id(p)] for p in params], self.state, group["hess_init"])
         self._scratch[gi] = (sig, buckets)
         return buckets
 
@@ -199,6 +208,16 @@ class IVON(torch.optim.Optimizer):
         """Fill ``flat`` (one bucket) with N(0, 1) noise; one call per bucket, in ivon-opt's order."""
         return flat.normal_(generator=generator)
 
+    def _draw(self, b: Bucket, override: torch.Generator | None) -> Tensor:
+        if not b.sharded:
+            return self.draw_noise(b.flat["noise"], self._generator(b.flat["noise"].device, override))
+        device = b.flat["noise"].device
+        gen = self._shard_gens.get(device) or self._shard_gens.setdefault(device, torch.Generator(device=device))
+        seed = override.initial_seed() if override is not None else self._noise_seed
+        for p, out, j in zip(b.owners, b.views["noise"], b.index, strict=True):
+            fill_sharded_noise(out, p, seed, self._draws, j, gen)
+        return b.flat["noise"]
+
     # ---------------------------------------------------------------- sampling
     @contextmanager
     def sampled_params(self, train: bool = False, generator: torch.Generator | None = None) -> Iterator[None]:
@@ -208,6 +227,13 @@ class IVON(torch.optim.Optimizer):
         ``step()`` (a parameter whose ``grad`` is None contributes zero). The mean is restored when the block exits,
         also when it raises (the sample is then discarded). ``generator`` overrides the noise source once.
         Inside ``step(closure)`` the closure's own block joins the one ``step`` opened for it.
+
+        Micro-batches (see ``docs/ivon-at-scale.md``): a train block continues the previous train block's sample
+        when that block ended inside accelerate's gradient accumulation on a micro-batch that does not end the
+        step (``accelerator.accumulate``: ``sync_gradients`` False), no ``step()`` came since, and ``p.grad``
+        still holds, untouched, the gradients that block took. It then has the same weights, and ``p.grad`` at its
+        end (the running total) replaces what the previous block took. ``opt.zero_grad()`` inside such a block
+        makes it a new sample, drawn at that moment. Elsewhere every train block is a new sample.
         """
         if self._sampling:
             if not self._closure_sampling:
@@ -216,69 +242,56 @@ class IVON(torch.optim.Optimizer):
                 raise ValueError("Invalid generator: inside step(closure) the sample is already drawn")
             yield
             return
-        self._sampling, swapped = True, []
+        continued = train and self._continues()
+        if not train:
+            self._taken = None  # the noise buffers are redrawn: a later block cannot continue the last sample
+        self._sampling = True
+        blk = self._block = Block([], [], generator, continued)
         try:
-            plan = self._sample(generator, swapped)
+            blk.plan = self._sample(generator, blk.swapped, draw=not continued)
+            if continued:
+                take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach, sign=-1)
             yield
+        except BaseException:
+            if blk.continued:  # the sample is discarded: give back what the earlier micro-batches contributed
+                take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)
+            raise
         finally:
-            for p, mean in swapped:
-                p.data = mean
-            self._sampling = False
+            restore_means(blk.swapped)
+            self._sampling, self._block = False, None
         if train:
-            self._accumulate(plan)
+            take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)
+            self._taken = grad_marks([p for b, _ in blk.plan for p in b.owners]) if mid_step() else None
+
+    def _continues(self) -> bool:
+        """Whether a new train block is a micro-batch of the last block's sample (``sampled_params``)."""
+        pending = any(g["samples"] for g in self.param_groups)
+        return pending and self._taken is not None and grads_untouched(self._taken)
 
     @torch.no_grad()
-    def _sample(self, generator, swapped: list) -> list:
+    def _sample(self, generator, swapped: list, draw: bool = True) -> list:
+        """Write theta = m + e / sqrt(lambda (h + delta)) into the parameters (``ivon_functional.write_sample``):
+        fresh noise e when ``draw``, else the noise of the last sample (a continued sample)."""
         plan = []
         for gi, group in enumerate(self.param_groups):
-            ess, wd = group["ess"], group["weight_decay"]
             for b in self._buckets(gi, group):
-                e = self.draw_noise(b.flat["noise"], self._generator(b.flat["noise"].device, generator))
-                if self.foreach:  # theta = m + e / scale, written into the sample scratch
-                    refresh_scale(b, group)
-                    torch.div(e, b.flat["scale"], out=b.flat["sample"])
-                    torch._foreach_add_(b.views["sample"], b.params)
-                    thetas = b.views["sample"]
-                else:
-                    thetas = [
-                        (p + e / (ess * (self.state[p]["hess"] + wd)).sqrt()).to(p.dtype)
-                        for p, e in zip(b.params, b.views["noise"], strict=True)
-                    ]
-                for p, theta in zip(b.params, thetas, strict=True):
-                    swapped.append((p, p.data))
-                    p.data = theta
+                e = self._draw(b, generator) if draw else b.flat["noise"]
+                write_sample(b, group, [local(self.state[o]["hess"]) for o in b.owners], e, self.foreach, swapped)
                 plan.append((b, group))
+        if draw and any(b.sharded for b, _ in plan):
+            self._draws += 1
         return plan
 
-    @torch.no_grad()
-    def _accumulate(self, plan: list) -> None:
-        """grad_sum += g and hess_sum += g e (price) or g^2 (gradsq); the first sample of a step overwrites."""
-        price = self.hess_approx is HessApprox.PRICE
-        for b, group in plan:
-            group["samples"] += 1
-            ps, states = b.params, [self.state[p] for p in b.params]
-            idx = [i for i, p in enumerate(ps) if p.grad is not None]
-            if any(ps[i].grad.is_sparse for i in idx):
-                raise RuntimeError("IVON does not support sparse gradients")
-            split = {fresh: [i for i in idx if states[i]["has_grad"] != fresh] for fresh in (True, False)}
-            for fresh, sel in split.items():
-                if not sel:
-                    continue
-                g = [ps[i].grad for i in sel]
-                gsum, hsum, e = ([b.views[k][i] for i in sel] for k in ("grad_sum", "hess_sum", "noise"))
-                if not self.foreach:
-                    for gi, gs, hs, ei in zip(g, gsum, hsum, e, strict=True):
-                        (gs.copy_ if fresh else gs.add_)(gi)
-                        (hs.copy_ if fresh else hs.add_)(ei * gi if price else gi * gi)
-                elif fresh:
-                    torch._foreach_copy_(gsum, g)
-                    torch._foreach_copy_(hsum, e if price else g)
-                    torch._foreach_mul_(hsum, g)
-                else:
-                    torch._foreach_add_(gsum, g)
-                    torch._foreach_addcmul_(hsum, e if price else g, g)
-                for i in sel:
-                    states[i]["has_grad"] = True
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch's; inside a block that continued a sample it also turns the block into a new sample."""
+        blk = self._block
+        if blk is not None and blk.continued:
+            with torch.no_grad():
+                take(blk.plan, self.state, self.hess_approx is HessApprox.PRICE, self.foreach)  # undo the undo
+                restore_means(blk.swapped)
+                blk.plan, blk.continued = self._sample(blk.generator, blk.swapped), False
+        self._taken = None
+        super().zero_grad(set_to_none=set_to_none)
 
     # ---------------------------------------------------------------- update
     @torch.no_grad()
@@ -288,8 +301,9 @@ class IVON(torch.optim.Optimizer):
         ``closure`` (as for torch optimizers, e.g. under Lightning) computes the loss and its gradients; it is
         called ``mc_samples`` times, each inside ``sampled_params(train=True)`` (a closure that opens that block
         itself, as for ivon-opt, joins it; with samples already accumulated it is called as is), and the mean of
-        its return values is returned. Under ``torch.amp.GradScaler`` (``scaler.step(opt)``) the sums are unscaled
-        here and a step whose sums are not finite is skipped: h, momentum, the mean and the step counts stay.
+        its return values is returned. A step whose sums are not finite (a NaN or inf gradient in any sample) is
+        skipped and counted in ``skipped_steps``: h, momentum, the mean and the step counts stay (warned once;
+        under ``torch.amp.GradScaler``, ``scaler.step(opt)``, the sums are unscaled first and skips are silent).
         """
         loss = None
         if closure is not None:
@@ -298,16 +312,22 @@ class IVON(torch.optim.Optimizer):
             raise RuntimeError(
                 "IVON.step() needs gradients: run `with opt.sampled_params(train=True):` first (or pass a closure)"
             )
+        self._taken = None
         if self.sync and dist_on():
-            all_reduce_sums(self.param_groups, [[self.state[p] for b in self._buckets(gi, g) for p in b.params]
+            all_reduce_sums(self.param_groups, [[self.state[p] for b in self._buckets(gi, g) for p in b.owners]
                                                 for gi, g in enumerate(self.param_groups)])  # fmt: skip
-        if not self._unscale_or_skip():
-            self._discard()
+        scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
+        if not self._unscale_or_skip() or not self._finite():
+            self._discard(skipped=True)
+            if not scaled and not self._warned_nonfinite:
+                self._warned_nonfinite = True
+                msg = "IVON skipped a step whose gradients are not finite (NaN or inf); weights and state are unchanged"
+                warnings.warn(msg + ", opt.skipped_steps counts such steps", RuntimeWarning, stacklevel=2)
             return loss
         price = self.hess_approx is HessApprox.PRICE
         for gi, group in enumerate(self.param_groups):
             for b in self._buckets(gi, group) if group["samples"] else []:
-                states = [self.state[p] for p in b.params]
+                states = [self.state[p] for p in b.owners]
                 idx = [i for i, s in enumerate(states) if s["has_grad"]]  # no gradient at all: skip, like torch
                 if not idx:
                     continue
@@ -323,12 +343,23 @@ class IVON(torch.optim.Optimizer):
             group["samples"] = 0
         return loss
 
+    def _finite(self) -> bool:
+        """Whether this step's h_hat is finite (on every rank when shards or sync are in play)."""
+        terms, buckets, price = [], [], self.hess_approx is HessApprox.PRICE
+        for gi, g in enumerate(self.param_groups):
+            for b in self._buckets(gi, g) if g["samples"] else []:
+                refresh_scale(b, g) if price else None
+                terms.append((b.flat["hess_sum"], b.flat["scale"] if price else g["ess"]))
+                buckets.append(b)
+        return hessian_inputs_finite(terms, every_rank=dist_on() and (self.sync or any(b.sharded for b in buckets)))
+
     def _run_closure(self, closure):
         """Call ``closure`` ``mc_samples`` times, each inside a sample unless samples are already pending (the
         caller sampled itself, e.g. Lightning's manual optimization, which passes a do-nothing closure)."""
         losses, sample = [], all(g["samples"] == 0 for g in self.param_groups)
         for _ in range(self.mc_samples):
-            with torch.enable_grad(), (self.sampled_params(train=True) if sample else nullcontext()):
+            self._taken = None  # each call is a new sample
+            with torch.enable_grad(), self.sampled_params(train=True) if sample else nullcontext():
                 self._closure_sampling = sample
                 try:
                     losses.append(closure())
@@ -348,13 +379,18 @@ class IVON(torch.optim.Optimizer):
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         if grad_scale is None and found_inf is None:
             return True
-        return unscale_sums(self._summed_states(), grad_scale, found_inf, self.hess_approx is HessApprox.GRADSQ)
+        states = [{k: local(s[k]) for k in ("grad_sum", "hess_sum")} for s in self._summed_states()]
+        return unscale_sums(states, grad_scale, found_inf, self.hess_approx is HessApprox.GRADSQ)
 
-    def _discard(self) -> None:
+    def _discard(self, skipped: bool = False) -> None:
         for s in self._summed_states():
             s["has_grad"] = False
+            if skipped:  # no non-finite value stays behind, not even in the scratch sums
+                local(s["grad_sum"]).zero_(), local(s["hess_sum"]).zero_()
         for group in self.param_groups:
             group["samples"] = 0
+            if skipped:
+                group["skipped_steps"] = group.get("skipped_steps", 0) + 1
 
     # ---------------------------------------------------------------- posterior, state dict
     @torch.no_grad()
@@ -362,7 +398,7 @@ class IVON(torch.optim.Optimizer):
         """sigma = 1 / sqrt(ess (h + weight_decay)) of every trainable parameter (the mean is the parameter)."""
         out = {}
         for gi, group in enumerate(self.param_groups):
-            for p in (p for b in self._buckets(gi, group) for p in b.params):
+            for p in (p for b in self._buckets(gi, group) for p in b.owners):
                 out[p] = (group["ess"] * (self.state[p]["hess"] + group["weight_decay"])).rsqrt()
         return out
 
@@ -370,14 +406,20 @@ class IVON(torch.optim.Optimizer):
         sd = super().state_dict()
         scratch = ("grad_sum", "hess_sum")  # between steps the sums are scratch: leave them out
         for i, s in sd["state"].items():
-            if not s.get("has_grad", True):
-                sd["state"][i] = {k: v for k, v in s.items() if k not in scratch}
+            # a shard's state is a view into a flat buffer: saved as a DTensor over a copy (torch.save cannot
+            # pickle a DTensor over a view at an offset)
+            s = {k: like(local(v).clone(), v) if is_sharded(v) else v for k, v in s.items()}
+            sd["state"][i] = {k: v for k, v in s.items() if k not in scratch or s.get("has_grad", True)}
         sd["generators"] = {str(d): g.get_state() for d, g in self._generators.items()}
+        sd["noise"] = {"seed": self._noise_seed, "draws": self._draws}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state from ``state_dict()``; a state of other parameters or of another optimizer raises a
+        ValueError here (``ivon_checks.check_loaded_state``), before anything changes."""
+        check_loaded_state(state_dict, self.param_groups, STATE_KEYS)
         state_dict = dict(state_dict)
-        generators = state_dict.pop("generators", {})
+        generators, noise = state_dict.pop("generators", {}), state_dict.pop("noise", None)
         super().load_state_dict(state_dict)
         # torch casts state to the parameter dtype; keep ours at >= float32, and not shared with the input dict
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -388,6 +430,8 @@ class IVON(torch.optim.Optimizer):
                     self.state[p][k] = v.to(device=p.device, dtype=_state_dtype(p), copy=True)
         for d, st in generators.items():
             dev = torch.device(d)
-            self._generators.setdefault(dev, torch.Generator(device=dev)).set_state(st)
+            self._generators.setdefault(dev, torch.Generator(device=dev)).set_state(st.cpu())
+        if noise is not None:
+            self._noise_seed, self._draws = int(noise["seed"]), int(noise["draws"])
         self._scratch.clear()
-
+        self._taken = None

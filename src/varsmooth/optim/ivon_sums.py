@@ -1,13 +1,19 @@
-"""IVON's per-step sums (``grad_sum`` = sum_s g_s, ``hess_sum`` = sum_s g_s e_s or g_s^2) across processes and
-loss scales: one all-reduce over ranks (data-parallel training equals one process with all ranks' samples), and
-unscaling with a finite check under ``torch.amp.GradScaler``."""
+"""IVON's per-step sums (``grad_sum`` = sum_s g_s, ``hess_sum`` = sum_s g_s e_s or g_s^2): taking a sample's
+gradients into them (and undoing a take, for a micro-batch that continues a sample), across processes (one
+all-reduce over ranks: data-parallel training equals one process with all ranks' samples), and across loss scales
+(unscaling with a finite check under ``torch.amp.GradScaler``)."""
 
 from __future__ import annotations
+
+import sys
+import weakref
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from .ivon_shard import local
 
 
 def dist_on() -> bool:
@@ -63,3 +69,74 @@ def unscale_sums(states: list[dict], grad_scale: Tensor | None, found_inf: Tenso
             torch._amp_foreach_non_finite_check_and_unscale_(sums, flag, torch.full((), c, device=device))
         finite = finite and flag.item() == 0
     return finite
+
+
+@torch.no_grad()
+def take(plan: list, state: dict, price: bool, foreach: bool, sign: int = 1) -> None:
+    """Add (``sign`` 1) or subtract (-1) the gradients in ``p.grad`` to the step's sums: grad_sum += g and
+    hess_sum += g e (price) or g^2 (gradsq), where e is the bucket's current noise. Adding to a sum that holds no
+    gradient of this step (``has_grad`` False) overwrites it. Counts one sample per param group (``samples``).
+    ``plan``: the (bucket, group) pairs of the sample. Undoing the only sample of a step marks the sums unused
+    instead of subtracting, so that the next take overwrites them exactly."""
+    only = {id(g): g["samples"] == 1 for _, g in plan}  # undoing the step's only sample: the sums go unused
+    for group in {id(g): g for _, g in plan}.values():
+        group["samples"] += sign
+    for b, group in plan:
+        ps, states = b.owners, [state[p] for p in b.owners]
+        idx = [i for i, p in enumerate(ps) if p.grad is not None]
+        if any(ps[i].grad.is_sparse for i in idx):
+            raise RuntimeError("IVON does not support sparse gradients")
+        if sign < 0 and only[id(group)]:
+            for i in idx:
+                states[i]["has_grad"] = False
+            continue
+        split = {fresh: [i for i in idx if states[i]["has_grad"] != fresh] for fresh in (True, False)}
+        for fresh, sel in split.items():
+            if not sel:
+                continue
+            g = [local(ps[i].grad) for i in sel]
+            gsum, hsum, e = ([b.views[k][i] for i in sel] for k in ("grad_sum", "hess_sum", "noise"))
+            if sign < 0:  # undo an earlier take of these same gradients (not fresh: they are in the sums)
+                torch._foreach_sub_(gsum, g)
+                torch._foreach_sub_(hsum, torch._foreach_mul(e if price else g, g))
+            elif not foreach:
+                for gi, gs, hs, ei in zip(g, gsum, hsum, e, strict=True):
+                    (gs.copy_ if fresh else gs.add_)(gi)
+                    (hs.copy_ if fresh else hs.add_)(ei * gi if price else gi * gi)
+            elif fresh:
+                torch._foreach_copy_(gsum, g)
+                torch._foreach_copy_(hsum, e if price else g)
+                torch._foreach_mul_(hsum, g)
+            else:
+                torch._foreach_add_(gsum, g)
+                torch._foreach_addcmul_(hsum, e if price else g, g)
+            for i in sel:
+                states[i]["has_grad"] = True
+
+
+def mid_step() -> bool:
+    """True inside accelerate's gradient accumulation on a micro-batch that does not end the optimizer step
+    (its ``GradientState.sync_gradients`` is False; accelerate then skips ``optimizer.step()``)."""
+    state = sys.modules.get("accelerate.state")
+    if state is None or not getattr(state.GradientState, "_shared_state", None):
+        return False
+    return not state.GradientState().sync_gradients
+
+
+class Block:
+    """One open ``sampled_params`` block: its buckets, the swapped-out means and whether it continues a sample."""
+
+    def __init__(self, plan: list, swapped: list, generator, continued: bool):
+        self.plan, self.swapped, self.generator, self.continued = plan, swapped, generator, continued
+
+
+def grad_marks(params: list[Tensor]) -> list[tuple]:
+    """What ``grads_untouched`` compares: each parameter's gradient tensor (weakly) and its version."""
+    return [(p, None if p.grad is None else weakref.ref(p.grad), p.grad is not None and p.grad._version)
+            for p in params]  # fmt: skip
+
+
+def grads_untouched(marks: list[tuple]) -> bool:
+    """True when every ``p.grad`` is still the tensor ``grad_marks`` saw, unchanged (nothing cleared it)."""
+    return all((p.grad is None) if ref is None else (ref() is p.grad and p.grad._version == v)
+               for p, ref, v in marks)  # fmt: skip
