@@ -1,4 +1,5 @@
-"""Classification metrics from predicted probabilities: accuracy, negative log-likelihood, expected calibration error.
+"""Classification metrics from predicted probabilities: accuracy, negative log-likelihood, expected calibration error;
+and `aggregate`, the mean and sample std of a metric over seeds that every table and plot uses.
 
 ECE (Guo et al. 2017, "On Calibration of Modern Neural Networks"): split the confidences ``max_k p_ik`` into
 ``bins`` equal-width bins on [0, 1]; ``ECE = sum_b (n_b / N) |acc_b - conf_b|``. NLL is the mean of
@@ -6,6 +7,9 @@ ECE (Guo et al. 2017, "On Calibration of Modern Neural Networks"): split the con
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,3 +56,52 @@ def classification_metrics(labels, probs, *, prefix: str = "", bins: int = 15) -
         f"{prefix}nll": nll(labels, probs),
         f"{prefix}ece": ece(labels, probs, bins=bins),
     }
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a float, or None when it is empty or not a number (CSV values arrive as strings)."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def aggregate(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    over: str = "seed",
+    value: str = "value",
+    keys: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value) of ``value`` over ``over``.
+
+    Rows are grouped by ``keys`` (default: every column except ``over`` and ``value``, in first-seen order); groups
+    keep their first-seen order. Rows whose value is empty or not a number are skipped. Returns one dict per group:
+    the key columns plus ``mean``, ``std`` and ``n`` (number of values averaged).
+    """
+    if keys is None:
+        keys = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in (over, value)]
+    groups: dict[tuple, list[float]] = {}
+    firsts: dict[tuple, Mapping[str, Any]] = {}
+    for r in rows:
+        v = as_number(r.get(value))
+        if v is None:
+            continue
+        key = tuple(str(r.get(k, "")) for k in keys)
+        groups.setdefault(key, []).append(v)
+        firsts.setdefault(key, r)
+    out = []
+    for key, vals in groups.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+        out.append(
+            {
+                **{k: firsts[key].get(k, "") for k in keys},
+                "mean": float(arr.mean()),
+                "std": std,
+                "n": int(arr.size),
+            }
+        )
+    return out

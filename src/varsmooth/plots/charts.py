@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..report.tables import aggregate
+from ..metrics import aggregate
 from .base import filter_rows, outside_legend, save_figure, unique
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..report.tables import aggregate
+from ..metrics import aggregate
 from .base import figure_legend, filter_rows, save_figure, unique
 
 

@@ -1,7 +1,7 @@
 """The report's tables: seed aggregation and cell formatting, Markdown tables, and the tables that lead with the
 answer -- the paper claims gathered from every experiment folder and the pivots of a comparison's selection.
 
-:func:`aggregate` (mean and sample std over seeds), :func:`format_value`, :func:`mean_std` and
+:func:`~varsmooth.metrics.aggregate` (mean and sample std over seeds), :func:`format_value`, :func:`mean_std` and
 :func:`markdown_table` are the formatting every table of the package uses (plots aggregate with the same function).
 :func:`claim_rows` reads the ``claims`` list each experiment writes into ``summary.json``
 (:mod:`varsmooth.experiments.claims`) and returns plain rows (dicts of strings) for :func:`markdown_table` and the
@@ -20,54 +20,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float, or None when it is empty or not a number (CSV values arrive as strings)."""
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def aggregate(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    over: str = "seed",
-    value: str = "value",
-    keys: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value) of ``value`` over ``over``.
-
-    Rows are grouped by ``keys`` (default: every column except ``over`` and ``value``, in first-seen order); groups
-    keep their first-seen order. Rows whose value is empty or not a number are skipped. Returns one dict per group:
-    the key columns plus ``mean``, ``std`` and ``n`` (number of values averaged).
-    """
-    if keys is None:
-        keys = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in (over, value)]
-    groups: dict[tuple, list[float]] = {}
-    firsts: dict[tuple, Mapping[str, Any]] = {}
-    for r in rows:
-        v = _number(r.get(value))
-        if v is None:
-            continue
-        key = tuple(str(r.get(k, "")) for k in keys)
-        groups.setdefault(key, []).append(v)
-        firsts.setdefault(key, r)
-    out = []
-    for key, vals in groups.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-        out.append(
-            {
-                **{k: firsts[key].get(k, "") for k in keys},
-                "mean": float(arr.mean()),
-                "std": std,
-                "n": int(arr.size),
-            }
-        )
-    return out
+from ..metrics import aggregate, as_number
 
 
 def format_value(value: Any) -> str:
@@ -79,7 +32,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, str):
-        num = _number(value)
+        num = as_number(value)
         looks_float = any(c in value.lower() for c in ".e") and num is not None and not value.isalpha()
         return f"{num:.4g}" if looks_float else value
     if isinstance(value, (list, tuple, dict)):
@@ -102,7 +55,7 @@ def mean_std(mean: float, std: float, n: int) -> str:
 
 def is_numeric_column(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
     cells = [r.get(col) for r in rows if r.get(col) not in (None, "")]
-    return bool(cells) and all(_number(c) is not None or " ± " in str(c) for c in cells)
+    return bool(cells) and all(as_number(c) is not None or " ± " in str(c) for c in cells)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
