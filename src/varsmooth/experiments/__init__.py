@@ -32,7 +32,6 @@ from ..io import atomic_write, check_folder, versions, write_json
 from ..lock import hold
 from .sweep import lock_name
 
-
 MAX_YAML_DEPTH = 32  # nesting of lists and mappings: the presets use 3
 
 
