@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    for name in _PATHS:  # '' is the current folder to the OS: never what was meant
+        if getattr(args, name, None) == "":
+            flag = "DIR" if (args.command, name) == ("report", "out") else f"--{name.replace('_', '-')}"
+            sys.stderr.write(f"varsmooth: error: {flag} '' is empty; give a path (. for the current folder)\n")
+            return 2
     made = _outputs(args)  # the folders of --out (and report's --into) that do not exist yet
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("varsmooth: interrupted\n")
         return 130
+
+
+_PATHS = ("out", "into", "data", "labels", "checkpoint", "data_dir", "noisy_labels")
 
 
 def _outputs(args: argparse.Namespace) -> list:

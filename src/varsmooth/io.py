@@ -220,7 +220,7 @@ def _check_names(path: Path, existing: Path, flag: str) -> None:
         name_max = os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    for part in path.parts[len(existing.parts):]:
+    for part in path.parts[len(existing.parts) :]:
         if len(os.fsencode(part)) > name_max:
             raise InputError(f"{flag} {str(path)!r}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes; "
                              f"this file system allows {name_max}")  # fmt: skip
@@ -265,6 +265,11 @@ def open_regular(path: str | os.PathLike, *, text: bool = False, what: str = "a 
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except IsADirectoryError:
         raise InputError(f"{os.fspath(path)!s} is a folder; give {what}") from None
+    except OSError as err:
+        if err.errno != errno.ENXIO:  # ENXIO: a socket (or a device without its driver): not a file to read
+            raise
+        kind = file_kind(os.stat(path).st_mode)
+        raise InputError(f"{os.fspath(path)!s} is {kind}, not a regular file; give {what}") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

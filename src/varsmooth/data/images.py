@@ -167,7 +167,10 @@ def verify_images(paths: list) -> None:
         try:
             with open_regular(path, what="an image file") as f, Image.open(f) as im:
                 im.load()
-        except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+        except UnidentifiedImageError:
+            raise InputError(f"cannot read image {str(path)!r}: not an image format PIL reads, or its header is "
+                             "truncated; remove or replace it") from None  # fmt: skip
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
             raise InputError(f"cannot read image {str(path)!r}: {why}; remove or replace it") from None
 
