@@ -1036,6 +1036,8 @@ def test_api_check_folder_refuses_empty_and_long_names(tmp_path):
         vio.check_folder("")
     with pytest.raises(InputError, match="bytes; this file system allows"):
         vio.check_folder(tmp_path / "a" / ("n" * 300) / "run")
+    with pytest.raises(InputError, match="bytes long; paths are limited to"):
+        vio.check_folder(tmp_path.joinpath(*["n" * 200] * 25))
     assert list(tmp_path.iterdir()) == []
 
 

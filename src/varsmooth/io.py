@@ -203,6 +203,9 @@ def check_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     if os.fspath(path) == "":
         raise InputError(f"{flag} '' is empty; give a folder path (use {flag} . for the current folder)")
     path = Path(path).expanduser()
+    full = len(os.fsencode(str(path.absolute())))
+    if full >= _PATH_MAX:
+        raise InputError(f"{flag} {str(path)[:60]!r}... is {full} bytes long; paths are limited to {_PATH_MAX - 1}")
     for p in (path, *path.parents):
         if p.exists() or p.is_symlink():
             if not p.is_dir():
@@ -211,6 +214,9 @@ def check_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
             _check_names(path, p, flag)
             break
     return path
+
+
+_PATH_MAX = 4096  # Linux's PATH_MAX; macOS allows 1024, where the OS's own error still reaches the user in one line
 
 
 def _check_names(path: Path, existing: Path, flag: str) -> None:
