@@ -228,8 +228,8 @@ def _check_names(path: Path, existing: Path, flag: str) -> None:
         name_max = 255
     for part in path.parts[len(existing.parts) :]:
         if len(os.fsencode(part)) > name_max:
-            raise InputError(f"{flag} {str(path)!r}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes; "
-                             f"this file system allows {name_max}")  # fmt: skip
+            raise InputError(f"{flag}: the folder name {part[:40]!r}... is {len(os.fsencode(part))} bytes; this "
+                             f"file system allows {name_max}; use a shorter name")  # fmt: skip
 
 
 def missing_folders(path: str | os.PathLike) -> list[Path]:
