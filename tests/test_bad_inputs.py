@@ -802,3 +802,506 @@ def test_count_of_generated_bad_inputs():
                  + 1)  # fmt: skip
     count = cli_cases + api_cases
     assert count >= 250, count
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 24: the classes of bad input that got past the contract, each a family of generated cases. CLI cases run
+# in-process (one torch import) unless they could exhaust memory or hang: those run in one subprocess under a
+# memory limit (RLIMIT_AS) and a per-case alarm (tests/_guarded_cli.py), so a regression fails instead of taking
+# the machine down.
+
+GUARD_GIB = 3.0
+ROWS = 20  # examples in the generated data files
+
+
+def _xy(n: int = ROWS) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 2)), np.arange(n) % 2
+
+
+def _csv(labels: list[str]) -> bytes:
+    x, _ = _xy(len(labels))
+    return ("a,b,label\n" + "".join(f"{r[0]:.3f},{r[1]:.3f},{v}\n" for r, v in zip(x, labels, strict=True))).encode()
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _labels_with(value) -> np.ndarray:
+    y = _xy()[1].astype(type(value) if isinstance(value, float) else np.int64)
+    y[-1] = value
+    return y
+
+
+def _forged_npy(shape: tuple[int, ...]) -> bytes:
+    """An .npy header declaring ``shape`` (int64) followed by 16 bytes of data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + b"\0" * 16
+
+
+def _forged_npz(shape: tuple[int, ...]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("X.npy", _npy(_xy()[0]))
+        z.writestr("y.npy", _forged_npy(shape))
+    return buf.getvalue()
+
+
+GOOD_X, GOOD_Y = _xy()
+# --data files for `suspects --data` and load_user_data: name -> (bytes, words the one line must hold)
+DATA_FILES: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    # resource exhaustion: one label value, bounded before anything of size K is built
+    "label-1e12.csv": (_csv([*map(str, GOOD_Y[:-1]), "1000000000000"]), ("line 21", "1000000000000", "[0, 19]")),
+    "label-5e6.csv": (_csv([*map(str, GOOD_Y[:-1]), "5000000"]), ("line 21", "5000000", "[0, 19]")),
+    "label-1e12.npz": (_npz(X=GOOD_X, y=_labels_with(10**12)), ("row 20", "1000000000000", "[0, 19]")),
+    "label-5e6.npz": (_npz(X=GOOD_X, y=_labels_with(5_000_000)), ("row 20", "5000000", "[0, 19]")),
+    "label-1e12-float.npz": (_npz(X=GOOD_X, y=_labels_with(1e12)), ("row 20", "1000000000000",)),
+    "label-20.npz": (_npz(X=GOOD_X, y=_labels_with(ROWS)), ("row 20", "label 20", "[0, 19]")),
+    "forged-header.npz": (_forged_npz((10**12,)), ("declares 8000000000000 bytes",)),
+    # values silently changed or ignored
+    "complex.npz": (_npz(X=GOOD_X + 1j, y=GOOD_Y), ("complex",)),
+    "empty-label.csv": (_csv([*map(str, GOOD_Y[:-1]), ""]), ("line 21", "empty")),
+    "mixed-labels.csv": (_csv([*map(str, GOOD_Y[:-1]), "cat"]), ("line 2", "'0'", "line 21", "'cat'", "not both")),
+    "mixed-labels.npz": (_npz(X=GOOD_X, y=np.array([*map(str, GOOD_Y[:-1]), "cat"])), ("row 20", "'cat'")),
+    # weak messages: the row and the value; a foreign file named as what it is not
+    "label-negative.csv": (_csv(["-1", *map(str, GOOD_Y[1:])]), ("line 2", "-1")),
+    "label-fraction.csv": (_csv([*map(str, GOOD_Y[:-1]), "1.5"]), ("line 21", "1.5")),
+    "label-nan.npz": (_npz(X=GOOD_X, y=_labels_with(math.nan)), ("row 20", "nan")),
+    "random.npz": (bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8)), ("not a valid .npz",)),
+    "random-zip-magic.npz": (b"PK\x03\x04" + bytes(range(256)) * 8, ("not a valid .npz",)),
+    "empty.npz": (b"", ("not a valid .npz",)),
+    "truncated.npz": (_npz(X=GOOD_X, y=GOOD_Y)[:300], ("truncated.npz",)),
+}
+BIG_LABEL_FILES = [n for n in DATA_FILES if n.startswith(("label-1e12", "label-5e6", "forged"))]
+
+
+def _write_data(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(DATA_FILES[name][0])
+    return folder / name
+
+
+@pytest.mark.parametrize("name", list(DATA_FILES))
+def test_api_user_data_bad_file(name, tmp_path):
+    from varsmooth.data.userdata import load_user_data
+
+    path = _write_data(tmp_path, name)
+    with pytest.raises(InputError) as err:
+        load_user_data(path)
+    text = str(err.value)
+    assert "\n" not in text and name in text and "pickle" not in text, text
+    for word in DATA_FILES[name][1]:
+        assert word in text, (word, text)
+
+
+NPY_PAIRS = {  # (features .npy, labels .npy) -> words
+    "labels-5e6": (_npy(GOOD_X), _npy(_labels_with(5_000_000)), ("row 20", "5000000")),
+    "labels-forged": (_npy(GOOD_X), _forged_npy((10**12,)), ("declares", "truncated")),
+    "features-forged": (_forged_npy((10**6, 10**6)), _npy(GOOD_Y), ("declares",)),
+    "features-random": (bytes(range(256)) * 4, _npy(GOOD_Y), ("not a valid .npy",)),
+    "features-complex": (_npy(GOOD_X + 1j), _npy(GOOD_Y), ("complex",)),
+    "labels-object": (_npy(GOOD_X), _npy(np.array([{}] * ROWS, dtype=object)), ("objects",)),
+}
+
+
+@pytest.mark.parametrize("case", list(NPY_PAIRS))
+def test_api_user_data_bad_npy_pair(case, tmp_path):
+    from varsmooth.data.userdata import load_user_data
+
+    x, y, words = NPY_PAIRS[case]
+    (tmp_path / "x.npy").write_bytes(x)
+    (tmp_path / "y.npy").write_bytes(y)
+    with pytest.raises(InputError) as err:
+        load_user_data(tmp_path / "x.npy", labels=tmp_path / "y.npy")
+    assert "\n" not in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_api_class_names_are_capped(tmp_path):
+    from varsmooth.data.userdata import load_user_data
+    from varsmooth.data.validation import MAX_CLASSES
+
+    n = MAX_CLASSES + 1
+    (tmp_path / "names.csv").write_text("a,label\n" + "".join(f"{i},c{i}\n" for i in range(n)))
+    with pytest.raises(InputError, match=f"{n} classes; at most {MAX_CLASSES}"):
+        load_user_data(tmp_path / "names.csv")
+
+
+# --- image folders: a dangling symlink, an unreadable class folder, a truncated image, a size out of bounds
+
+
+def _image_folder(root: Path, case: str) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shape = (2048, 4) if case == "huge" else (16, 16)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    if case == "dangling-file":
+        (root / "a" / "9.png").symlink_to(root / "gone.png")
+    elif case == "dangling-class":
+        (root / "c").symlink_to(root / "gone")
+    elif case == "truncated":
+        data = (root / "b" / "1.png").read_bytes()
+        (root / "b" / "1.png").write_bytes(data[: len(data) * 2 // 3])  # the header whole, the pixels cut
+    elif case == "not-an-image":
+        (root / "b" / "2.png").write_bytes(b"not a png")
+    return root
+
+
+IMAGE_CASES = {  # case -> (load_user_data options, words)
+    "dangling-file": ({}, ("9.png", "dangling symlink")),
+    "dangling-class": ({}, ("c", "dangling symlink")),
+    "truncated": ({}, ("1.png", "truncated")),
+    "not-an-image": ({}, ("2.png",)),
+    "huge": ({}, ("4x2048", "--image-size")),
+    "size-100000": ({"image_size": 100000}, ("100000", "1024")),
+    "size-3": ({"image_size": 3}, ("3",)),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_api_user_image_folder_bad(case, tmp_path):
+    from varsmooth.data.userdata import load_user_data
+
+    root = _image_folder(tmp_path / "imgs", case)
+    options, words = IMAGE_CASES[case]
+    with pytest.raises(InputError) as err:
+        load_user_data(root, **options)
+    assert "\n" not in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_api_unreadable_class_folder_is_named(tmp_path, monkeypatch):
+    from varsmooth.data import images
+    from varsmooth.data.userdata import load_user_data
+
+    root = _image_folder(tmp_path / "imgs", "ok")
+    if os.geteuid() == 0:  # root reads any folder: the permission error is simulated
+        real = os.scandir
+
+        def scandir(path):
+            if Path(path) == root / "b":
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real(path)
+
+        monkeypatch.setattr(images.os, "scandir", scandir)
+    else:
+        (root / "b").chmod(0)
+    try:
+        with pytest.raises(InputError, match=r"cannot read the image folder .*/b'.*permission denied"):
+            load_user_data(root)
+    finally:
+        (root / "b").chmod(0o755)
+
+
+# --- YAML: aliases (a loop, an exponential expansion), depth, duplicate keys
+
+LAUGHS = "[" + ", ".join([f"&a0 [{', '.join(['x'] * 9)}]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]"
+                                                             for i in range(1, 9)]) + "]"  # fmt: skip
+YAML_BAD = {  # --set value -> words
+    "alias-loop": ("&a [*a]", ("alias *a",)),
+    "alias-loop-map": ("&a {x: *a}", ("alias *a",)),
+    "billion-laughs": (LAUGHS, ("alias *a0",)),
+    "deep-40": ("[" * 40 + "]" * 40, ("deeper than 32",)),
+    "deep-100000": ("[" * 100000 + "]" * 100000, ("deeper than 32",)),
+    "duplicate-key": ("{lr: 0.1, lr: 0.2}", ("'lr' is given twice",)),
+    "duplicate-nested": ("{a: {b: 1, b: 2}}", ("'b' is given twice",)),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_BAD))
+def test_api_yaml_bad_override(case):
+    text, words = YAML_BAD[case]
+    with pytest.raises(InputError) as err:
+        ex.parse_override(f"train={text}")
+    assert "\n" not in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_api_yaml_presets_still_load():
+    assert all(ex.presets(e) for e in ex.experiments())
+
+
+# --- paths: empty, names too long, not regular files
+
+
+def test_api_check_folder_refuses_empty_and_long_names(tmp_path):
+    with pytest.raises(InputError, match="empty"):
+        vio.check_folder("")
+    with pytest.raises(InputError, match="bytes; this file system allows"):
+        vio.check_folder(tmp_path / "a" / ("n" * 300) / "run")
+    with pytest.raises(InputError, match="bytes long; paths are limited to"):
+        vio.check_folder(tmp_path.joinpath(*["n" * 200] * 25))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_api_make_folder_removes_what_it_made(tmp_path, monkeypatch):
+    real = os.mkdir
+
+    def mkdir(path, mode=0o777):
+        if Path(path).name == "c":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(PermissionError):
+        vio.make_folder(tmp_path / "a" / "b" / "c" / "d")
+    with pytest.raises(OSError):
+        vio.write_json(tmp_path / "a" / "b" / "c" / "x.json", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device", "folder"])
+def test_api_open_regular_refuses_special_files(kind, tmp_path):
+    import socket
+
+    path = tmp_path / "x.csv"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(InputError, match="not a regular file|is a folder"):
+        vio.open_regular(path)
+    if kind == "socket":
+        s.close()
+
+
+def test_api_torch_save_on_a_full_disk_raises_the_os_error(tmp_path, monkeypatch):
+    _simulate_full_disk(monkeypatch)
+    with pytest.raises(OSError) as err:
+        vio.torch_save({"w": torch.zeros(1000)}, tmp_path / "checkpoint.pt")
+    assert err.value.errno == errno.ENOSPC and "checkpoint.pt" in os_error_message(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _simulate_full_disk(monkeypatch, after: int = 300) -> None:
+    """Binary writes of atomic_open fail with ENOSPC after ``after`` bytes (as torch's zip writer meets them)."""
+    real = os.fdopen
+
+    class Full(io.RawIOBase):
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(b)
+
+        def fileno(self):
+            return self.f.fileno()
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+    def fdopen(fd, mode="r", **kw):
+        if mode == "wb":
+            return io.BufferedWriter(Full(real(fd, mode, buffering=0)), 64)
+        return real(fd, mode, **kw)
+
+    monkeypatch.setattr(vio.os, "fdopen", fdopen)
+
+
+def test_api_bundled_dataset_refuses_a_data_dir(tmp_path):
+    from varsmooth.data import load_dataset
+
+    with pytest.raises(InputError, match="not used by the bundled dataset 'moons'"):
+        load_dataset("moons", tmp_path)
+
+
+def test_api_complex_features_refused():
+    from varsmooth.data import validate_features
+
+    with pytest.raises(InputError, match="complex"):
+        validate_features(np.ones((2, 2), dtype=complex))
+
+
+@pytest.mark.parametrize("text", ["train={seed: -1}", "train={seed: 2147483648}", "method_options={ivon: {seed: -1}}",
+                                  "train={corruption_seed: -5}"])  # fmt: skip
+def test_api_nested_seed_out_of_range(text):
+    key, value = ex.parse_override(text)
+    with pytest.raises(InputError, match="seed=.* is not allowed"):
+        ex.resolve_preset("class-dependent", "smoke", {key: value})
+
+
+# --- the CLI, in-process: every class, with a byte-for-byte snapshot of --out and its parents (tmp_path)
+
+SUSPECTS_DATA = ["suspects", "--epochs", "1", "--device", "cpu"]
+LONG = "n" * 300
+
+
+def _cli_case(case: str, tmp: Path) -> list:
+    """The argv of CLI case ``case``, its files written under ``tmp``."""
+    good = tmp / "in" / "good.npz"
+    good.parent.mkdir(parents=True, exist_ok=True)
+    good.write_bytes(_npz(X=GOOD_X, y=GOOD_Y))
+    new = tmp / "new" / "deeper" / "out"
+    if case.startswith("data:"):
+        return [*SUSPECTS_DATA, "--data", _write_data(tmp / "in", case[5:]), "--out", new]
+    table = {
+        # tracebacks
+        "set-alias-loop": ["run", "noise-curve", "--set", "variances=&a [*a]", "--out", new],
+        "set-deep": ["run", "noise-curve", "--set", "variances=" + "[" * 5000 + "]" * 5000, "--out", new],
+        # writes where nothing should be written
+        "train-out-empty": [*TRAIN, "--out", ""],
+        "run-out-empty": ["run", "noise-curve", "--preset", "smoke", "--out", ""],
+        "suspects-data-out-empty": [*SUSPECTS_DATA, "--data", good, "--out", ""],
+        "report-dir-empty": ["report", ""],
+        "report-into-empty": ["report", tmp / "in", "--into", ""],
+        "train-out-long": [*TRAIN, "--out", tmp / "new" / LONG / "run"],
+        "run-out-long": ["run", "noise-curve", "--preset", "smoke", "--out", tmp / "new" / LONG / "run"],
+        "suspects-data-out-long": [*SUSPECTS_DATA, "--data", good, "--out", tmp / "new" / LONG / "s"],
+        "report-into-long": ["report", tmp / "in", "--into", tmp / "new" / LONG / "r.md"],
+        # values silently changed or ignored
+        "set-seed-negative": ["run", "class-dependent", "--preset", "smoke", "--set", "train={seed: -1}", "--out",
+                              new],
+        "set-duplicate-key": ["run", "class-dependent", "--preset", "smoke", "--set", "train={lr: 0.1, lr: 0.2}",
+                              "--out", new],
+        "train-bundled-data-dir": [*TRAIN, "--data-dir", tmp / "in", "--out", new],
+        "run-bundled-data-dir": ["run", "class-dependent", "--preset", "smoke", "--data-dir", tmp / "in",
+                                 "--no-progress", "--out", new],
+        "suspects-data-data-dir": [*SUSPECTS_DATA, "--data", good, "--data-dir", tmp / "in", "--out", new],
+        "suspects-data-image-size-csv": [*SUSPECTS_DATA, "--data", good, "--image-size", "32", "--out", new],
+        # checks after work: refused before the data are read
+        "suspects-data-out-file": [*SUSPECTS_DATA, "--data", good, "--out", good],
+        "suspects-data-out-below-file": [*SUSPECTS_DATA, "--data", good, "--out", good / "s"],
+        "suspects-data-ess-negative": [*SUSPECTS_DATA, "--data", good, "--ess", "-1", "--out", new],
+        "suspects-data-ess-nan": [*SUSPECTS_DATA, "--data", good, "--ess", "nan", "--out", new],
+        "suspects-data-ess-x": [*SUSPECTS_DATA, "--data", good, "--ess", "xN", "--out", new],
+        "suspects-data-model": [*SUSPECTS_DATA, "--data", good, "--model", "nope", "--out", new],
+        "suspects-data-device": [*SUSPECTS_DATA, "--data", good, "--device", "tpu", "--out", new],
+        "suspects-data-seed": [*SUSPECTS_DATA, "--data", good, "--seed", "-1", "--out", new],
+    }  # fmt: skip
+    return table[case]
+
+
+CLI_DATA_CASES = [f"data:{n}" for n in DATA_FILES if n not in BIG_LABEL_FILES]
+CLI_NAMES = ["set-alias-loop", "set-deep", "train-out-empty", "run-out-empty", "suspects-data-out-empty",
+             "report-dir-empty", "report-into-empty", "train-out-long", "run-out-long", "suspects-data-out-long",
+             "report-into-long", "set-seed-negative", "set-duplicate-key", "train-bundled-data-dir",
+             "run-bundled-data-dir", "suspects-data-data-dir", "suspects-data-image-size-csv",
+             "suspects-data-out-file", "suspects-data-out-below-file", "suspects-data-ess-negative",
+             "suspects-data-ess-nan", "suspects-data-ess-x", "suspects-data-model", "suspects-data-device",
+             "suspects-data-seed"]  # fmt: skip
+CLI_CASES = [*CLI_DATA_CASES, *CLI_NAMES]
+
+
+CHECKED_FIRST = {c for c in CLI_NAMES if c.startswith(("suspects-data-out-", "suspects-data-ess", "suspects-data-model",
+                                                       "suspects-data-device", "suspects-data-seed"))
+                 and not c.endswith(("-empty", "-long"))}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_issue24_case(case, tmp_path, capsys, monkeypatch):
+    argv = _cli_case(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    if case in CHECKED_FIRST:
+
+        def never(*args, **kwargs):
+            raise AssertionError("the data were read before every option was checked")
+
+        monkeypatch.setattr("varsmooth.data.userdata.load_user_data", never)
+    err = assert_rejected(argv, tmp_path, capsys)
+    assert "pickle" not in err
+
+
+def test_cli_truncated_image_is_found_before_training(tmp_path, capsys, monkeypatch):
+    from varsmooth import detect
+
+    root = _image_folder(tmp_path / "imgs", "truncated")
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started before every image was read")
+
+    monkeypatch.setattr(detect, "fit_probs", never)
+    err = assert_rejected([*SUSPECTS_DATA, "--data", root, "--out", tmp_path / "new" / "s"], tmp_path, capsys)
+    assert "1.png" in err and "truncated" in err
+
+
+@pytest.mark.parametrize("where", ["new", "existing"])
+def test_cli_full_disk_during_the_checkpoint_write(where, erm_run, tmp_path, capsys, monkeypatch):
+    out = copy_of(erm_run, tmp_path) if where == "existing" else tmp_path / "a" / "b" / "run"
+    argv = [*TRAIN, "--epochs", "2", "--out", out]
+    _simulate_full_disk(monkeypatch)
+    before = snapshot(tmp_path)
+    rc, err = run_cli(argv, capsys)
+    assert_one_line(rc, err)
+    assert "checkpoint.pt" in err and "no space left" in err
+    if where == "new":
+        assert snapshot(tmp_path) == before  # the folders it made are gone
+    monkeypatch.undo()
+    if where == "existing":
+        assert ckpt.load(out).epoch == 1
+
+
+# --- the CLI under the memory guard and the hang alarm, in one subprocess
+
+
+def _guarded_cases(tmp: Path) -> dict[str, list]:
+    cases: dict[str, list] = {}
+    for name in BIG_LABEL_FILES:
+        cases[f"data:{name}"] = [*SUSPECTS_DATA, "--data", _write_data(tmp / "in", name), "--out", tmp / "n" / "o"]
+    (tmp / "in" / "x.npy").write_bytes(_npy(GOOD_X))
+    (tmp / "in" / "y-5e6.npy").write_bytes(_npy(_labels_with(5_000_000)))
+    (tmp / "in" / "y-forged.npy").write_bytes(_forged_npy((10**12,)))
+    for y in ("y-5e6.npy", "y-forged.npy"):
+        cases[f"npy:{y}"] = [*SUSPECTS_DATA, "--data", tmp / "in" / "x.npy", "--labels", tmp / "in" / y, "--out",
+                             tmp / "n" / "o"]  # fmt: skip
+    imgs = _image_folder(tmp / "imgs", "ok")
+    cases["image-size-100000"] = [*SUSPECTS_DATA, "--data", imgs, "--image-size", "100000", "--out", tmp / "n" / "o"]
+    cases["billion-laughs"] = ["run", "noise-curve", "--set", f"variances={LAUGHS}", "--out", tmp / "n" / "o"]
+    # hangs: a FIFO (or a socket, a device) where a file is read
+    for name in ("fifo.csv", "fifo.npz", "fifo-labels.npy", "fifo-noisy.npy"):
+        os.mkfifo(tmp / "in" / name)
+    os.mkfifo(imgs / "a" / "fifo.png")
+    fifo_run = tmp / "fifo-run"
+    fifo_run.mkdir()
+    os.mkfifo(fifo_run / "config.json")
+    cases["fifo-data-csv"] = [*SUSPECTS_DATA, "--data", tmp / "in" / "fifo.csv", "--out", tmp / "n" / "o"]
+    cases["fifo-data-npz"] = [*SUSPECTS_DATA, "--data", tmp / "in" / "fifo.npz", "--out", tmp / "n" / "o"]
+    cases["fifo-labels"] = [*SUSPECTS_DATA, "--data", tmp / "in" / "x.npy", "--labels", tmp / "in" / "fifo-labels.npy",
+                            "--out", tmp / "n" / "o"]  # fmt: skip
+    cases["fifo-image"] = [*SUSPECTS_DATA, "--data", imgs, "--out", tmp / "n" / "o"]
+    cases["fifo-noisy-labels"] = [*TRAIN, "--noisy-labels", tmp / "in" / "fifo-noisy.npy", "--out", tmp / "n" / "o"]
+    cases["fifo-report-config"] = ["report", fifo_run]
+    cases["device-data"] = [*SUSPECTS_DATA, "--data", "/dev/zero", "--out", tmp / "n" / "o"]
+    return {k: [str(a) for a in v] for k, v in cases.items()}
+
+
+GUARDED_WORDS = {"data:label-1e12.csv": "1000000000000", "data:label-5e6.npz": "5000000", "npy:y-5e6.npy": "5000000",
+                 "npy:y-forged.npy": "declares", "image-size-100000": "100000", "billion-laughs": "alias",
+                 "fifo-data-csv": "FIFO", "fifo-labels": "FIFO", "fifo-image": "fifo.png", "fifo-noisy-labels": "FIFO",
+                 "device-data": "character device"}  # fmt: skip
+
+
+def test_cli_guarded_against_exhaustion_and_hangs(tmp_path):
+    cases = _guarded_cases(tmp_path)
+    spec = tmp_path.parent / f"{tmp_path.name}-cases.json"
+    spec.write_text(json.dumps([{"argv": argv, "cwd": str(tmp_path)} for argv in cases.values()]))
+    before = snapshot(tmp_path)
+    script = Path(__file__).with_name("_guarded_cli.py")
+    proc = subprocess.run([sys.executable, str(script), str(spec), str(GUARD_GIB)], capture_output=True, text=True,
+                          timeout=60 * (len(cases) + 2), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = dict(zip(cases, json.loads(proc.stdout.splitlines()[-1]), strict=True))
+    for name, res in results.items():
+        assert res["rc"] is not None, (name, res["err"])
+        assert_one_line(res["rc"], res["err"])
+        assert GUARDED_WORDS.get(name, "") in res["err"], (name, res["err"])
+    assert snapshot(tmp_path) == before
+    assert len(results) >= 15

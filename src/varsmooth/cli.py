@@ -15,6 +15,7 @@ import os
 import sys
 
 from .errors import InputError, os_error_message
+from .io import missing_folders, remove_empty
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -55,9 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    for name in _PATHS:  # '' is the current folder to the OS: never what was meant
+        if getattr(args, name, None) == "":
+            flag = "DIR" if (args.command, name) == ("report", "out") else f"--{name.replace('_', '-')}"
+            sys.stderr.write(f"varsmooth: error: {flag} '' is empty; give a path (. for the current folder)\n")
+            return 2
+    made = _outputs(args)  # the folders of --out (and report's --into) that do not exist yet
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
     except InputError as err:
+        remove_empty(made)  # a refused command leaves no folder it made
         sys.stderr.write(f"varsmooth: error: {_one_line(str(err))}\n")
         return 2
     except BrokenPipeError:  # stdout closed early (`varsmooth ... | head -1`): stop quietly, as a shell tool does
@@ -67,11 +75,24 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 141
     except OSError as err:  # disk full, read-only folder, permissions, a file where a folder should be
+        remove_empty(made)
         sys.stderr.write(f"varsmooth: error: {os_error_message(err)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("varsmooth: interrupted\n")
         return 130
+
+
+_PATHS = ("out", "into", "data", "labels", "checkpoint", "data_dir", "noisy_labels")
+
+
+def _outputs(args: argparse.Namespace) -> list:
+    """The missing folders above and of the output paths of ``args``, deepest first."""
+    if args.command == "report":
+        targets = [os.path.dirname(args.into) if args.into else None]
+    else:
+        targets = [getattr(args, "out", None)]
+    return [p for t in targets if t for p in missing_folders(t)]
 
 
 def _one_line(text: str) -> str:

@@ -21,12 +21,16 @@ nothing is written (every input is read and checked before training).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.trainconfig import check_device
 from ..errors import InputError
+from ..io import check_folder
+from ..models import MODELS
 
 _QUALITY = {"margin": "normalized_margin", "predictive": "self_confidence"}
 _REPORT_TOP = 20
@@ -46,19 +50,17 @@ def main_data(args: argparse.Namespace) -> int:
             raise InputError(f"--{name} must be >= 1, got {value}")
     if args.top < 0:
         raise InputError(f"--top must be >= 0, got {args.top}")
-    train_options = {}
-    if args.ess is not None:
-        text = str(args.ess).strip()
-        try:
-            if text == "auto":
-                train_options = {"ess": "auto", "val_fraction": 0.1}
-            elif text.endswith("N"):  # a factor of the number of examples, e.g. 16N
-                train_options = {"ess_factor": float(text[:-1] or 1)}
-            else:
-                train_options = {"ess": float(text)}
-        except ValueError:
-            raise InputError(f"--ess {args.ess!r} is invalid; give a positive number, a factor of N (16N) or 'auto'"
-                             ) from None
+    if not 0 <= args.seed <= 2**31 - 1:
+        raise InputError(f"--seed {args.seed} is not allowed; give an integer in [0, 2**31 - 1]")
+    for name in ("data_dir", "dataset"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')} goes with a checkpoint, not with --data (which names the "
+                             "data itself)")  # fmt: skip
+    train_options = _ess_options(args.ess)
+    if args.model is not None and args.model not in MODELS:
+        raise InputError(f"--model {args.model!r} is not a model; allowed: {', '.join(MODELS)}")
+    check_device(args.device)
+    check_folder(args.out)  # a file in the way: refused before the data are read and a model trained
     user = load_user_data(args.data, labels=args.labels, label_column=args.label_column, image_size=args.image_size)
     data = as_labeled_data(user.features, user.labels, num_classes=len(user.class_names), class_names=user.class_names)
     model = args.model or ("cnn3" if user.is_image else "mlp")
@@ -80,6 +82,22 @@ def main_data(args: argparse.Namespace) -> int:
               f"suggested {row['suggested_label']}, score {row['score']:.4f}")  # fmt: skip
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _ess_options(ess) -> dict:
+    """IVON's training options for ``--ess``: a positive number, a factor of N (``16N``) or ``auto``."""
+    if ess is None:
+        return {}
+    text = str(ess).strip()
+    try:
+        if text == "auto":
+            return {"ess": "auto", "val_fraction": 0.1}
+        value = float(text[:-1] or 1) if text.endswith("N") else float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"--ess {ess!r} is invalid; give a positive number, a factor of N (16N) or 'auto'")
+    return {"ess_factor": value} if text.endswith("N") else {"ess": value}
 
 
 def _rows(user, probs: np.ndarray, quality: np.ndarray, flagged: np.ndarray, order: np.ndarray) -> list[dict]:

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import check_regular, open_regular
+from .npfiles import read_npy
 from .safe_pickle import numpy_safe_globals
 from .validation import check_same_length, validate_features, validate_labels
 
@@ -223,13 +225,13 @@ def read_noisy_label_file(
     entry, e.g. ``"worse_label"``, default the first of ``CIFARN_KEYS`` present). ``n`` (if given) must equal the
     number of labels; ``num_classes`` (if given) bounds them.
     """
-    p = Path(path).expanduser()
+    p = check_regular(Path(path).expanduser(), "a .npy, .csv, .txt or CIFAR-N .pt file of labels")
     if not p.is_file():
         raise InputError(f"noisy label file {str(p)!r} does not exist; expected a .npy, .csv, .txt or CIFAR-N .pt")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            arr = read_npy(p)
         elif suffix in (".csv", ".txt"):
             arr = _read_label_lines(p)
         elif suffix in (".pt", ".pth"):
@@ -252,7 +254,8 @@ def read_noisy_label_file(
 
 
 def _read_label_lines(p: Path) -> np.ndarray:
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    with open_regular(p, text=True) as f:
+        lines = [ln.strip() for ln in f.read().splitlines()]
     lines = [ln for ln in lines if ln]
     if lines and not re.fullmatch(r"[+-]?\d+(\.0*)?", lines[0].split(",")[-1].strip()):
         lines = lines[1:]  # header
@@ -271,7 +274,8 @@ def _read_cifarn(p: Path, key: str | None) -> np.ndarray:
 
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            with open_regular(p) as f:
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"a callable {found.group(1)}" if found else "something other than arrays"

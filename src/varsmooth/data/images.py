@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import file_kind, open_regular
 from .base import ImageListDataset, LabeledData, LabeledSplit
 from .transforms import NORMALIZATION, load_image
 from .validation import find_file, require_dir
@@ -115,12 +116,63 @@ def load_clothing1m(
 
 
 def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """{class folder name: its image files (recursively), sorted}. An unreadable folder, a dangling symlink or an
+    image name that is not a regular file (a FIFO, a device) is an InputError naming it, never skipped."""
     out = {}
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-        if files:
-            out[d.name] = files
-    return out
+    for entry in _entries(folder):
+        if _is_dir(entry):
+            files = sorted(_images(Path(entry.path)))
+            if files:
+                out[entry.name] = files
+    return dict(sorted(out.items()))
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as err:
+        why = "permission denied" if isinstance(err, PermissionError) else (err.strerror or type(err).__name__)
+        raise InputError(f"cannot read the image folder {str(folder)!r}: {why}; fix its permissions or move it "
+                         "out of the data folder") from None  # fmt: skip
+    for entry in entries:
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            raise InputError(f"{entry.path!r} is a dangling symlink (its target {os.readlink(entry.path)!r} does "
+                             "not exist); remove it or restore the target")  # fmt: skip
+    return entries
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    return entry.is_dir(follow_symlinks=True)
+
+
+def _images(folder: Path):
+    for entry in _entries(folder):
+        if _is_dir(entry):
+            yield from _images(Path(entry.path))
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            if not entry.is_file(follow_symlinks=True):
+                mode = os.stat(entry.path).st_mode
+                raise InputError(f"{entry.path!r} is named as an image but is {file_kind(mode)}, not a regular file; "
+                                 "remove it")  # fmt: skip
+            yield Path(entry.path)
+
+
+def verify_images(paths: list) -> None:
+    """Decode every image once (PIL ``load``), so that a truncated or foreign file is an InputError naming it
+    before any training, not an error in the middle of a run."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        try:
+            with open_regular(path, what="an image file") as f, Image.open(f) as im:
+                im.load()
+        except UnidentifiedImageError:
+            raise InputError(f"cannot read image {str(path)!r}: not an image format PIL reads, or its header is "
+                             "truncated; remove or replace it") from None  # fmt: skip
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
+            raise InputError(f"cannot read image {str(path)!r}: {why}; remove or replace it") from None
 
 
 def load_imagefolder(

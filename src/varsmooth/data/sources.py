@@ -75,7 +75,8 @@ def load_dataset(
     noise_key: str | None = None,
     **opts,
 ) -> LabeledData:
-    """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir`` (ignored by the bundled sets).
+    """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir`` (refused for the bundled sets, which read
+    no folder: a folder given and not used is an error, not silently ignored).
 
     ``opts`` are the loader's keyword options (table above); an unknown name or option raises InputError.
     ``noise_file`` / ``noise_key``: natural noisy training labels (see module docstring).
@@ -91,6 +92,9 @@ def load_dataset(
             f"unknown option(s) {', '.join(unknown)} for dataset {key!r}; allowed: "
             f"{', '.join(allowed + ['noise_file', 'noise_key'])}"
         )
+    if key in BUNDLED and data_dir is not None:
+        raise InputError(f"data_dir {str(data_dir)!r} is not used by the bundled dataset {key!r} (it ships with "
+                         "varsmooth); leave --data-dir out, or name a dataset that reads it")  # fmt: skip
     data = loader(**opts) if key in BUNDLED else loader(data_dir, **opts)
     if noise_file is not None:
         noisy = read_noisy_label_file(noise_file, len(data.train), key=noise_key, num_classes=data.num_classes)

@@ -139,6 +139,6 @@ def load_image(path, *, size: int | tuple[int, int] | None, resize: int | None =
                     left, top = (w - tw) // 2, (h - th) // 2
                     im = im.crop((left, top, left + tw, top + th))
             arr = np.array(im, dtype=np.uint8)  # a writable copy
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise InputError(f"cannot read image {str(path)!r}: {err}".split("\n")[0]) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = [
+    "MAX_CLASSES",
     "validate_labels",
     "validate_features",
     "check_same_length",
@@ -23,6 +24,9 @@ __all__ = [
     "verify_md5",
     "read_md5sums",
 ]
+
+
+MAX_CLASSES = 10_000  # ImageNet-21k's leaf classes aside, every labelled set the paper and its users meet has fewer
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -55,9 +59,10 @@ def validate_labels(labels, num_classes: int, *, name: str = "labels") -> np.nda
 def validate_features(x, *, name: str = "features") -> None:
     """Check that every entry of ``x`` (N, ...) is finite (no NaN or inf)."""
     arr = _to_numpy(x)
-    if arr.dtype.kind not in "fiucb":
-        raise InputError(f"{name} have dtype {arr.dtype}; expected numbers")
-    if arr.dtype.kind in "fc":
+    if arr.dtype.kind not in "fiub":
+        what = "complex numbers (the imaginary part would be lost)" if arr.dtype.kind == "c" else "no numbers"
+        raise InputError(f"{name} have dtype {arr.dtype}: {what}; expected real numbers")
+    if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
             flat = int(np.flatnonzero(bad.reshape(-1))[0])

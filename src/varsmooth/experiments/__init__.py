@@ -33,9 +33,41 @@ from ..io import atomic_write, check_folder, versions, write_json
 from ..lock import hold
 from .sweep import lock_name
 
+MAX_YAML_DEPTH = 32  # nesting of lists and mappings: the presets use 3
+
 
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with YAML 1.2 floats: ``1e6``, ``1E-3`` and ``.5e2`` are numbers, not strings."""
+    """yaml.safe_load with YAML 1.2 floats (``1e6``, ``1E-3`` and ``.5e2`` are numbers, not strings), no aliases
+    (``*name``: an alias loop or an exponential expansion is refused, not built), at most
+    :data:`MAX_YAML_DEPTH` levels of nesting, and no key given twice in one mapping."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"the alias *{event.anchor} is not allowed (no anchors or "
+                                              "aliases)", event.start_mark)  # fmt: skip
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -50,8 +82,12 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML text safely (no tags that build objects), reading ``1e6`` as the number 1,000,000."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    """Parse YAML text safely (no tags that build objects, no aliases, bounded nesting, no duplicate keys), reading
+    ``1e6`` as the number 1,000,000. A ``yaml.YAMLError`` (its ``problem`` says what) otherwise."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:  # nesting the scanner or parser recurses on before the depth check sees it
+        raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
 
 
 @dataclass(frozen=True)
@@ -130,8 +166,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise InputError(f"--set expects key=value, got {text!r}")
     try:
         return key.strip(), load_yaml(value)
-    except (yaml.YAMLError, RecursionError):
-        raise InputError(f"--set {key}: cannot parse value {value!r}") from None
+    except yaml.YAMLError as err:
+        why = getattr(err, "problem", None) or (str(err) if type(err) is yaml.YAMLError else "")
+        why = f": {why}" if why else ""
+        raise InputError(f"--set {key}: cannot parse value {value[:80]!r}{why}") from None
 
 
 def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -154,10 +192,19 @@ def resolve_preset(exp_id: str, preset: str, overrides: dict[str, Any] | None = 
         if len(set(seeds)) != len(seeds):
             twice = sorted({x for x in seeds if seeds.count(x) > 1})
             raise InputError(f"seeds={seeds!r} names seed(s) {', '.join(map(str, twice))} twice; give distinct seeds")
-    for key in [k for k in cfg if k == "seed" or k.endswith("_seed")]:
-        if not _seed_ok(cfg[key]):
-            raise InputError(f"{key}={cfg[key]!r} is not allowed; give an integer in [0, 2**31 - 1]")
+    for key, value in _seeds(cfg):
+        if not _seed_ok(value):
+            raise InputError(f"{key}={value!r} is not allowed; give an integer in [0, 2**31 - 1]")
     return cfg
+
+
+def _seeds(cfg: dict[str, Any], prefix: str = ""):
+    """``(dotted key, value)`` of every ``seed`` / ``*_seed`` key, in nested mappings too (``train.seed``)."""
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            yield from _seeds(v, f"{prefix}{k}.")
+        elif k == "seed" or str(k).endswith("_seed"):
+            yield f"{prefix}{k}", v
 
 
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
