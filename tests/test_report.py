@@ -18,8 +18,8 @@ from varsmooth import plots
 from varsmooth.commands import report as report_cmd
 from varsmooth.errors import InputError
 from varsmooth.io import read_csv, read_json, versions, write_csv, write_json
-from varsmooth.report.html import write_report
 from varsmooth.metrics import aggregate
+from varsmooth.report.html import write_report
 from varsmooth.report.tables import format_value, markdown_table, mean_std, results_table
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
