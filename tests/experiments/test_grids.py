@@ -35,3 +35,18 @@ def test_every_comparison_config_is_a_checked_spec():
         cfg["corruptions"])  # fmt: skip
     with pytest.raises(InputError, match="unknown training option"):
         RunSpec.from_sweep({**configs[0], "train": {**configs[0]["train"], "nope": 1}})
+
+
+@pytest.mark.parametrize("override", [
+    {"train": {"seed": 5}},
+    {"train": {"method": "erm"}},
+    {"method_options": {"ivon": {"seed": 3}}},
+    {"corruption_options": {"symmetric:0.2": {"all": {"seed": 3}}}},
+])  # fmt: skip
+def test_a_seed_or_method_the_sweep_would_replace_is_refused(override):
+    """The sweep sets each run's seed and method: the same key in ``train`` or the per-method / per-corruption
+    options was replaced without a word before; now it is one InputError naming where it was given."""
+    cfg = resolve_preset("noisy-accuracy", "smoke", override)
+    where = next(iter(override))
+    with pytest.raises(InputError, match=rf"^{where}\..*(seed|method) is not allowed: the sweep sets"):
+        run_spec(cfg, "ivon", "symmetric:0.2", 0)

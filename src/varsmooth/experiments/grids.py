@@ -143,6 +143,15 @@ def _check_options(cfg: dict[str, Any]) -> None:
         if not isinstance(value, dict) or (key == "corruption_options" and
                                            not all(isinstance(v, dict) for v in value.values())):  # fmt: skip
             raise InputError(f"{key}={value!r} is not allowed; it must be a mapping")
+    # the sweep sets each run's method and seed itself: a value given here would be replaced without a word
+    blocks = [("train", cfg.get("train") or {})]
+    blocks += [(f"method_options.{m}", v) for m, v in options.items()]
+    blocks += [(f"corruption_options.{c}.{m}", v) for c, per in (cfg.get("corruption_options") or {}).items()
+               for m, v in per.items() if isinstance(v, dict)]  # fmt: skip
+    for where, block in blocks:
+        for fixed, instead in (("seed", "--seeds"), ("method", "the preset's methods")):
+            if fixed in block:
+                raise InputError(f"{where}.{fixed} is not allowed: the sweep sets each run's {fixed}; use {instead}")
 
 
 def train_config(cfg: dict[str, Any], method: str, corruption: str, seed: int, **options: Any) -> dict[str, Any]:
