@@ -170,10 +170,12 @@ def test_version_is_written_once():
 
 
 def test_readme_and_docs_state_no_other_version():
-    """Every X.Y.Z (and every 'varsmooth X.Y' / 'version X.Y') in the README and the docs pages is the package's
+    """Every X.Y.Z (not a paper section, "Sec. 4.3.1"; and every 'varsmooth X.Y' / 'version X.Y') in the README
+    and the docs pages is the package's
     version, a released one from the changelog, or the changelog's unreleased one marked "(unreleased" beside it."""
     released, unreleased = _changelog_versions()
-    patterns = [r"(?<![=<>~\d.])\b(\d+\.\d+\.\d+)\b(?!\.\d)", r"(?i)\b(?:varsmooth|version)\s+v?(\d+\.\d+(?:\.\d+)?)"]
+    patterns = [r"(?<![=<>~\d.])(?<!Sec\. )(?<!Section )\b(\d+\.\d+\.\d+)\b(?!\.\d)",
+                r"(?i)\b(?:varsmooth|version)\s+v?(\d+\.\d+(?:\.\d+)?)"]
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = page.read_text(encoding="utf-8")
         stray = set()
