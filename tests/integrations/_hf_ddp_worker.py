@@ -32,6 +32,10 @@ def main() -> None:
     if trainer.args.process_index == 0:
         assert trainer.args.world_size == 2, trainer.args.world_size
         torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, out)
+    # every rank waits for rank 0's save, then the process group is closed before the interpreter exits (a rank
+    # leaving with gloo's threads still running aborted with "terminate called without an active exception")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
