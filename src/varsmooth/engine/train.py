@@ -36,19 +36,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import LabeledData
-from ..data.transforms import augment_batch
 from ..errors import InputError, os_errors
 from ..io import append_jsonl, check_folder, versions
 from ..lock import hold
 from ..models import build_model
 from . import checkpoint as ckpt
-from .batches import loader
+from .batches import EpochTotals, TrainBatches
 from .checkpoint import Checkpoint
 from .ess_search import search_ess
 from .evaluation import evaluate, predict_split
 from .finish import final_outputs
 from .methods import Method, StepOutput, build_method
 from .parallel import DistContext, init_from_env
+from .precision import check_runtime, compile_model, uses_channels_last
 from .rundata import RunData, eval_seed, prepare, seed_run
 from .runfolder import device_of, files, remove_partial, resume_point, schedule_of_resumed, write_header
 from .schedules import lr_factor
@@ -148,6 +148,7 @@ def train(
     with os_errors():  # a full disk, a read-only folder: one InputError naming the file
         out = None if out is None else check_folder(out)
         cfg = resolve_config(schedule_of_resumed(cfg, out))  # a checked copy, before the (slow) data load
+        check_runtime(cfg.precision, cfg.compile, device_of(cfg.device))  # fp16 without CUDA, --compile
         if data is not None:
             cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
         run = prepare(cfg, data)
@@ -203,7 +204,8 @@ def build(
     model_factory: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, Method]:
     """The model (initial weights from ``cfg.seed``, the same on every rank; or ``model_factory()``) and the method
-    of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise."""
+    of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise. On CUDA a
+    convolutional model is stored channels-last; with ``cfg.compile`` the method runs ``torch.compile(model)``."""
     dist = dist or DistContext()
     data = run.data
     try:
@@ -214,13 +216,16 @@ def build(
             else:
                 model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
         model = model.to(device)
+        if uses_channels_last(model, device):
+            model = model.to(memory_format=torch.channels_last)
     except (MemoryError, RuntimeError) as err:  # e.g. model_options hidden=[10**11]
         if not isinstance(err, MemoryError | torch.OutOfMemoryError) and "allocate" not in str(err):
             raise
         raise InputError(f"model {cfg.model!r} with model_options={cfg.model_options} does not fit in memory on "
                          f"{device}; make it smaller") from None  # fmt: skip
     dist.broadcast_model(model)
-    method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
+    net = compile_model(model) if cfg.compile else model  # the method's forward; same parameters as model
+    method = build_method(cfg.method, net, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
                           dist=dist, generator=generator)  # fmt: skip
     return model, method
 
@@ -255,57 +260,49 @@ def _train(
         unwritten = False
 
     train_pos = torch.from_numpy(run.train_pos)
-    labels = torch.from_numpy(run.labels)
+    feed = TrainBatches(run, device, num_workers=cfg.num_workers, augment=data.augment,
+                        channels_last=uses_channels_last(model, device))  # fmt: skip
     steps = math.ceil(len(train_pos) / cfg.batch_size)
     progress = cfg.progress and main
     epoch_probs = None
-    for epoch in tqdm(
-        range(start, cfg.epochs),
-        desc=f"{cfg.method}",
-        disable=not progress,
-        initial=start,
-        total=cfg.epochs,
-        unit="epoch",
-    ):
+    epochs = tqdm(range(start, cfg.epochs), desc=f"{cfg.method}", disable=not progress, initial=start,
+                  total=cfg.epochs, unit="epoch")  # fmt: skip
+    for epoch in epochs:
         t0 = time.perf_counter()
         model.train()
         perm = train_pos[torch.randperm(len(train_pos), generator=gens["data"])]
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
+        totals = EpochTotals(device)  # on the device: read once, after the last step
         batches = perm.split(cfg.batch_size)
         shards = [dist.shard(b) for b in batches]
-        feed = loader(data.train.features, [run.pool_index[loc.numpy()] for loc, _ in shards], cfg.num_workers)
-        bar = tqdm(feed, total=len(batches), leave=False, disable=not progress, desc=f"epoch {epoch + 1}")
-        for step, x in enumerate(bar):
+        bar = tqdm(feed.epoch(shards, gens["augment"]), total=len(batches), leave=False, disable=not progress,
+                   desc=f"epoch {epoch + 1}")  # fmt: skip
+        for step, (x, y) in enumerate(bar):
             (local, scale), batch = shards[step], batches[step]
             method.set_lr_factor(
                 lr_factor(cfg.schedule, epoch=epoch, step=step, steps_per_epoch=steps,
                           total_epochs=cfg.schedule_epochs, milestones=cfg.milestones, gamma=cfg.lr_decay,
                           warmup_epochs=cfg.warmup_epochs, unit=cfg.schedule_unit)
             )  # fmt: skip
-            x = x.to(device, non_blocking=True)
-            if data.augment:
-                x = augment_batch(x, data.augment, gens["augment"])
-            y = labels[local].to(device, non_blocking=True)
             res: StepOutput = method.train_step(x, y, scale=scale, global_batch=len(batch))
-            correct = float((res.logits.argmax(1) == y).sum()) if len(y) else 0.0
-            step_tot = dist.sum(torch.tensor([float(res.loss) * len(y), correct, len(y)], dtype=torch.float64))
-            if not math.isfinite(step_tot[0].item()):
-                loss = step_tot[0].item() / step_tot[2].item()
-                raise _diverged(cfg, epoch, step, f"loss = {loss}", out, start_or(history))
-            totals += step_tot
+            totals.add(step, res.loss, res.logits, y)
             for cb in callbacks:
                 if main and hasattr(cb, "on_batch"):
                     cb.on_batch(epoch + 1, local.numpy(), res, y)
-            bar.set_postfix(loss=f"{step_tot[0].item() / max(step_tot[2].item(), 1):.4f}", refresh=False)
         method.end_epoch()
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        epoch_totals = totals.read(dist, finite)  # the epoch's one read-back from the device
+        if epoch_totals["bad_step"] is not None:
+            what = f"loss = {epoch_totals['bad_loss']}"
+            raise _diverged(cfg, epoch, int(epoch_totals["bad_step"]), what, out, start_or(history))
+        if not epoch_totals["params_finite"]:
             raise _diverged(cfg, epoch, steps - 1, "non-finite parameters", out, start_or(history))
+        epochs.set_postfix(loss=f"{epoch_totals['loss']:.4f}", refresh=False)
         dist.broadcast_model(model)  # rank 0's BatchNorm statistics
         record = {
             "epoch": epoch + 1,
             "lr": method.optimizer.param_groups[0]["lr"],
-            "train_loss": float(totals[0] / totals[2]),
-            "train_acc": float(totals[1] / totals[2]),
+            "train_loss": epoch_totals["loss"],
+            "train_acc": epoch_totals["acc"],
         }
         epoch_probs = None
         if main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
