@@ -76,7 +76,9 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    # no cast cache: IVON's samples swap the parameters' storage, which the cache (keyed by tensor) would not see,
+    # so every sample inside one autocast region would run with the first one's weights
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision], cache_enabled=False)
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
