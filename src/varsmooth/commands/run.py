@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="run a sweep's failed runs again (by default a re-run skips them: training is deterministic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing, write nothing: print the runs, their steps and the device-hours they will "
+                   "take, timed on this device")
+    p.add_argument("--cluster-gpus", type=int, default=None, metavar="N",
+                   help="with --plan: also the wall time on a cluster of N GPUs")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,6 +47,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides["seeds"] = list(args.seeds)
     cfg = ex.resolve_preset(exp_id, preset, overrides)  # every check happens before anything is written
+    if args.cluster_gpus is not None and (not args.plan or args.cluster_gpus < 1):
+        raise InputError(f"--cluster-gpus {args.cluster_gpus} is not allowed; give N >= 1, with --plan")
+    if args.plan:
+        return _plan(exp_id, preset, cfg, args)
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,
@@ -54,4 +63,14 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"varsmooth: error: {summary['runs_failed']} of {summary.get('runs_total', '?')} runs "
                          f"failed (see {out / 'summary.json'})\n")  # fmt: skip
         return 1
+    return 0
+
+
+def _plan(exp_id: str, preset: str, cfg: dict, args: argparse.Namespace) -> int:
+    from ..engine.runfolder import device_of
+    from .plan import format_plan, plan, plan_configs
+
+    result = plan(plan_configs(exp_id, cfg), device_of("auto"))
+    print(format_plan(result, exp_id=exp_id, preset=preset, gpus_per_run=getattr(args, "gpus_per_run", None),
+                      cluster_gpus=args.cluster_gpus))  # fmt: skip
     return 0
