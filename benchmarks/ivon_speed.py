@@ -36,6 +36,7 @@ MODELS = {  # name: (architecture, input shape, batch size, train steps per time
     "cnn": ("small-cnn", (1, 28, 28), 128, 2),  # LeNet-style, defined below
     "cnn3": ("cnn3", (1, 28, 28), 128, 1),  # the paper's 3-layer CNN (heavy convolutions at 28x28)
     "resnet18": ("resnet18", (3, 32, 32), 50, 1),  # varsmooth.models CIFAR ResNet-18
+    "resnet34": ("resnet34", (3, 32, 32), 50, 1),  # the paper's CIFAR ResNet-34
 }
 IVON_KW = dict(lr=0.1, ess=60000.0, hess_init=0.5, weight_decay=1e-4)
 
