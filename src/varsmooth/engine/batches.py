@@ -6,14 +6,15 @@ with the labels trained on; each epoch's order is copied there once, and every b
 its batches in ``num_workers`` DataLoader processes into pinned memory (CUDA) and copies them without blocking.
 On CUDA, a model with convolutions gets its images channels-last.
 
-:class:`EpochTotals`: the loss sum, correct count and the first non-finite step of an epoch, accumulated on the
-device and read once, at the end of the epoch: no step waits for the device.
+:class:`EpochTotals`: each step's loss and correct count, written on the device and read once, at the end of the
+epoch (with the first non-finite loss, for the divergence check): no step waits for the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from ..data.transforms import augment_batch
@@ -80,34 +81,33 @@ class TrainBatches:
 
 
 class EpochTotals:
-    """Running sums of one epoch on the device: ``add`` per step never reads a value back; ``read`` once."""
+    """Per-step loss and correct count of one epoch, written into tensors on the device: ``add`` never reads a value
+    back; ``read`` does, once, at the end of the epoch."""
 
-    def __init__(self, device: torch.device):
-        self.dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.sums = torch.zeros(2, dtype=self.dtype, device=device)  # loss * n, correct
-        self.first_bad = torch.full((2,), -1.0, dtype=self.dtype, device=device)  # step, loss of the first NaN/inf
-        self.count = 0  # examples (known on the host)
+    def __init__(self, device: torch.device, steps: int):
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.loss = torch.zeros(steps, dtype=dtype, device=device)  # mean loss of each step's (local) batch
+        self.correct = torch.zeros(steps, dtype=dtype, device=device)
+        self.count = np.zeros(steps)  # examples per step (known on the host)
 
     def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        n = len(y)
-        self.count += n
-        if n == 0:
-            return
-        loss = loss.detach().to(self.dtype)
-        self.sums += torch.stack([loss * n, (logits.argmax(1) == y).sum().to(self.dtype)])
-        first = (~torch.isfinite(loss)) & (self.first_bad[0] < 0)
-        self.first_bad = torch.stack([torch.where(first, float(step), self.first_bad[0]),
-                                      torch.where(first, loss, self.first_bad[1])])  # fmt: skip
+        self.count[step] = len(y)
+        if len(y):
+            self.loss[step] = loss.detach()
+            self.correct[step] = (logits.argmax(1) == y).sum()
 
     def read(self, dist: DistContext, params_finite: torch.Tensor) -> dict:
-        """The epoch's ``loss``, ``acc`` (over all ranks), the first non-finite step and its loss (``bad_step``,
-        ``bad_loss``; None when every loss was finite) and whether the parameters are finite: one read-back."""
-        local = torch.cat([self.sums, self.first_bad, params_finite.reshape(1).to(self.dtype)]).cpu().numpy()
-        loss_sum, correct, bad_step, bad_loss, finite = local.tolist()
-        bad = dist.gather_objects((bad_step, bad_loss))
-        bad = [b for b in bad if b[0] >= 0]
-        total = dist.sum(torch.tensor([loss_sum, correct, float(self.count)], dtype=torch.float64)).numpy()
-        n = max(total[2], 1.0)
-        first = min(bad) if bad else (None, None)
-        return {"loss": float(total[0] / n), "acc": float(total[1] / n), "bad_step": first[0],
-                "bad_loss": first[1], "params_finite": bool(finite)}  # fmt: skip
+        """The epoch's ``loss``, ``acc`` (over all ranks), the first step with a non-finite loss and that loss
+        (``bad_step``, ``bad_loss``; None when every loss was finite) and whether the parameters are finite: one
+        read-back from the device."""
+        both = torch.cat([self.loss, self.correct, params_finite.reshape(1).to(self.loss.dtype)]).cpu().numpy()
+        n = len(self.count)
+        loss, correct, finite = both[:n], both[n : 2 * n], bool(both[-1])
+        bad = np.flatnonzero(~np.isfinite(loss) & (self.count > 0))
+        first = dist.gather_objects((int(bad[0]), float(loss[bad[0]])) if len(bad) else None)
+        first = min((b for b in first if b is not None), default=(None, None))
+        total = dist.sum(torch.tensor([float(loss @ self.count), float(correct.sum()), float(self.count.sum())],
+                                      dtype=torch.float64)).numpy()  # fmt: skip
+        count = max(total[2], 1.0)
+        return {"loss": float(total[0] / count), "acc": float(total[1] / count), "bad_step": first[0],
+                "bad_loss": first[1], "params_finite": finite}  # fmt: skip

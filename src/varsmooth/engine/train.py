@@ -271,9 +271,9 @@ def _train(
         t0 = time.perf_counter()
         model.train()
         perm = train_pos[torch.randperm(len(train_pos), generator=gens["data"])]
-        totals = EpochTotals(device)  # on the device: read once, after the last step
         batches = perm.split(cfg.batch_size)
         shards = [dist.shard(b) for b in batches]
+        totals = EpochTotals(device, len(batches))  # on the device: read once, after the last step
         bar = tqdm(feed.epoch(shards, gens["augment"]), total=len(batches), leave=False, disable=not progress,
                    desc=f"epoch {epoch + 1}")  # fmt: skip
         for step, (x, y) in enumerate(bar):
