@@ -10,8 +10,8 @@
 #   6. the gpu-marked tests;
 #   7. table.md in the output folder with all of it.
 #
-#   benchmarks/gpu_check.sh MNIST_DIR [OUT]             (MNIST_DIR: the IDX files; OUT defaults to $OUT, else runs/gpu-check)
-#   benchmarks/gpu_check.sh --cpu-dry-run MNIST_DIR [OUT]   every stage on the CPU at toy sizes: checks the script
+#   benchmarks/gpu_check.sh MNIST_DIR [OUT]     (MNIST_DIR: the IDX files; OUT defaults to $OUT, else runs/gpu-check)
+#   benchmarks/gpu_check.sh --cpu-dry-run MNIST_DIR [OUT]     every stage on the CPU at toy sizes: checks the script
 #
 # Every stage has its own time limit, so a slow stage shows up as "timed out" in the table instead of overrunning.
 set -uo pipefail
@@ -30,10 +30,11 @@ if [ $DRY = 1 ]; then
     SPEED=(--repeats 1 --inner 1 --warmup 1 --models mlp)
     SPEED34=(--repeats 1 --inner 1 --warmup 1)
     ENGINE=(--models mlp --steps 5 --repeats 1)
-    CELL=(--set train_subset=100 --set "train={precision: bf16, weight_decay: 0.001, test_samples: 2}" --set model=mlp)
+    CELL=(--set train_subset=100 --set model=mlp
+          --set "train={precision: bf16, weight_decay: 0.001, test_samples: 2, schedule_epochs: 200}")
     CIFAR_N=20
     PLAN=(--set model=mlp)
-    MNIST=(--train-subset 500 --epochs 1)
+    MNIST=(--train-subset 500 --epochs 1 --model mlp)
     echo "cpu dry run: toy sizes, no GPU" >"$DEST/env.txt"
     python -c "import torch; print('torch', torch.__version__)" >>"$DEST/env.txt" 2>&1
 else
@@ -41,7 +42,9 @@ else
     SPEED=(--repeats 15 --inner 5 --models mlp,cnn,resnet18)
     SPEED34=(--repeats 10 --inner 3)
     ENGINE=(--steps 300,200,100 --repeats 3)
-    CELL=(--set train_subset=10000)  # 200 steps of batch 50 per run
+    # 200 steps of batch 50 per run: the first epoch of the paper's 200-epoch schedule (warm-up, milestones)
+    CELL=(--set train_subset=10000
+          --set "train={precision: bf16, weight_decay: 0.001, test_samples: 32, schedule_epochs: 200}")
     CIFAR_N=10000
     PLAN=()
     MNIST=(--epochs 3)
@@ -112,7 +115,7 @@ for method in erm ls ivon; do
     [ "$method" = ls ] && extra=(--alpha 0.5)
     [ "$method" = ivon ] && extra=(--ess-factor 0.2 --test-samples 8)
     timeout 70 varsmooth train --dataset mnist --data-dir "$DATA" --model cnn3 --method "$method" \
-        --corruption symmetric:0.4 --seed 0 --device $DEV --no-progress "${MNIST[@]}" "${extra[@]}" \
+        --corruption symmetric:0.4 --seed 0 --device $DEV --no-progress "${extra[@]}" "${MNIST[@]}" \
         --out "$DEST/mnist/$method" >"$DEST/mnist_$method.log" 2>&1
     status "mnist $method" $?
 done
