@@ -89,3 +89,23 @@ def test_bad_precision_and_compile_one_line_exit_2_nothing_written(argv, message
     rc, err = _cli([*argv, "--out", str(out), "--epochs", "1", "--no-progress"], capsys)
     assert rc == 2 and err.count("\n") == 1 and err.startswith("varsmooth: error: ") and message in err, err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_folder_from_before_precision_resumes(mnist, tmp_path):
+    """A folder written before ``precision`` and ``compile`` existed holds neither: they count as fp32, off."""
+    from varsmooth.engine import checkpoint as ckpt
+    from varsmooth.io import write_json
+
+    cfg = dataclasses.replace(_small("erm", "fp32", 0), epochs=1, eval_every=1, train_subset=200)
+    out = tmp_path / "run"
+    train(cfg, out, data=mnist)
+    saved = ckpt.load(out / "checkpoint.pt")
+    for key in ("precision", "compile"):
+        del saved.config[key]
+    ckpt.save(out / "checkpoint.pt", saved)
+    header = read_json(out / "config.json")
+    header["config"] = saved.config
+    write_json(out / "config.json", header)
+    assert len(train(dataclasses.replace(cfg, epochs=2), out, data=mnist).history) == 2
+    with pytest.raises(Exception, match="precision differ"):
+        train(dataclasses.replace(cfg, epochs=3, precision="bf16"), out, data=mnist)

@@ -62,9 +62,11 @@ def schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
-    saved, new = (json.loads(json.dumps(d, default=str)) for d in (saved, new))  # tuples == lists, as in JSON
+    """The options whose values differ; an option a folder from an older version does not record counts as its
+    default (e.g. ``precision``: fp32)."""
+    saved, new, default = (json.loads(json.dumps(d, default=str)) for d in (saved, new, TrainConfig().to_dict()))
     keys = sorted((set(saved) | set(new)) - set(RESUME_FREE))
-    return [k for k in keys if saved.get(k) != new.get(k)]
+    return [k for k in keys if saved.get(k, default.get(k)) != new.get(k)]
 
 
 def resume_point(cfg: TrainConfig, out: Path | None, run: RunData) -> Checkpoint | None:
