@@ -7,7 +7,7 @@ dataset's training-set size (``train_subset``, ``val_fraction``; IVON with ``ess
 search, :func:`varsmooth.engine.ess_search.rung_epochs`). The time per step is measured on synthetic batches of the
 run's shape, per model and method kind (SGD methods, SAM's two passes, IVON), with the run's precision and
 ``compile``; evaluation is timed as forward passes per image (IVON: ``1 + test_samples`` passes over the test and
-validation splits at each evaluated epoch).
+validation splits and its induced-noise subset at each evaluated epoch).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from ..data import BUNDLED, load_dataset
 from ..engine import TrainConfig, build_method, finalize_config, resolve_config
 from ..engine.ess_search import rung_epochs
+from ..engine.evaluation import NOISE_SUBSET
 from ..engine.precision import autocast, check_runtime, compile_model, uses_channels_last
 from ..errors import InputError
 from ..models import build_model
@@ -143,7 +144,8 @@ def plan(configs: Sequence[dict], device: torch.device) -> dict[str, Any]:
         steps = epochs * math.ceil(n_train / cfg.batch_size)
         evals = math.ceil(epochs / cfg.eval_every)
         passes = 1 + (cfg.test_samples if _kind(cfg.method) == "ivon" else 0)
-        eval_s = evals * passes * (n_test + n_val) * image_s
+        noise = NOISE_SUBSET if _kind(cfg.method) == "ivon" else 0  # IVON's per-epoch induced-noise subset
+        eval_s = evals * passes * (n_test + n_val + noise) * image_s
         runs.append({"name": c["name"], "method": cfg.method, "model": cfg.model, "steps": steps,
                      "step_s": step_s, "seconds": steps * step_s + eval_s, "eval_s": eval_s})  # fmt: skip
     return {"device": str(device), "runs": runs, "timings": timings}
