@@ -29,6 +29,7 @@ if [ $DRY = 1 ]; then
     DEV=cpu
     SPEED=(--repeats 1 --inner 1 --warmup 1 --models mlp)
     SPEED34=(--repeats 1 --inner 1 --warmup 1 --batch 4)  # after --batch 50: the last one counts
+    T34=300
     ENGINE=(--models mlp --steps 5 --repeats 1)
     CELL=(--set train_subset=100 --set model=mlp
           --set "train={precision: bf16, weight_decay: 0.001, test_samples: 2, schedule_epochs: 200}")
@@ -41,6 +42,7 @@ else
     DEV=cuda
     SPEED=(--repeats 15 --inner 5 --models mlp,cnn,resnet18)
     SPEED34=(--repeats 10 --inner 3)
+    T34=45
     ENGINE=(--steps 300,200,100 --repeats 3)
     # 200 steps of batch 50 per run: the first epoch of the paper's 200-epoch schedule (warm-up, milestones)
     CELL=(--set train_subset=10000
@@ -69,7 +71,7 @@ for amp in none bf16; do
     timeout 60 python benchmarks/ivon_speed.py --device $DEV --autocast "$amp" --batch 128 --threads 0 \
         "${SPEED[@]}" >"$DEST/speed_$amp.txt" 2>&1
     status "speed $amp" $?
-    timeout 45 python benchmarks/ivon_speed.py --device $DEV --autocast "$amp" --threads 0 --batch 50 \
+    timeout $T34 python benchmarks/ivon_speed.py --device $DEV --autocast "$amp" --threads 0 --batch 50 \
         --models resnet34 "${SPEED34[@]}" >"$DEST/speed34_$amp.txt" 2>&1
     status "speed resnet34 $amp" $?
 done
