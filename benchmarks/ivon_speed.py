@@ -37,6 +37,7 @@ MODELS = {  # name: (architecture, input shape, batch size, train steps per time
     "cnn": ("small-cnn", (1, 28, 28), 128, 2),  # LeNet-style, defined below
     "cnn3": ("cnn3", (1, 28, 28), 128, 1),  # the paper's 3-layer CNN (heavy convolutions at 28x28)
     "resnet18": ("resnet18", (3, 32, 32), 50, 1),  # varsmooth.models CIFAR ResNet-18
+    "resnet34": ("resnet34", (3, 32, 32), 50, 1),  # the paper's CIFAR ResNet-34
     "transformer": ("transformer", (128,), 16, 1),  # causal LM defined below: 4 layers, width 256, 3.5 M weights
     "lora": ("lora", (128,), 16, 1),  # the same transformer frozen, rank-8 adapters on its linear layers trained
 }

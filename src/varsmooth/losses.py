@@ -140,10 +140,10 @@ class OnlineLabelSmoothing(nn.Module):
         targets = targets.long().to(self.accumulator.device)
         logits = logits.detach().to(self.accumulator.device)
         correct = logits.argmax(dim=1) == targets
-        labels = targets[correct]
-        probs = torch.softmax(logits[correct].to(torch.float64), dim=1)
-        self.accumulator.index_add_(0, labels, probs)
-        self.counts += torch.bincount(labels, minlength=self.num_classes)
+        # masks instead of selecting rows: no count of correct rows is read back from the device
+        probs = torch.where(correct[:, None], torch.softmax(logits.to(torch.float64), dim=1), 0.0)
+        self.accumulator.index_add_(0, targets, probs)
+        self.counts.index_add_(0, targets, correct.to(self.counts.dtype))
 
     @torch.no_grad()
     def end_epoch(self) -> None:

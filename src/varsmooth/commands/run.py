@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --executor ray: GPUs per run, fractions share a card (0.5: two runs a GPU); default 0")
     p.add_argument("--cpus-per-run", type=int, default=None, metavar="N",
                    help="with --executor ray: CPUs per run, its torch threads; default 1")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing, write nothing: print the runs, their steps and the device-hours they will "
+                   "take, timed on this device")
+    p.add_argument("--cluster-gpus", type=int, default=None, metavar="N",
+                   help="with --plan: also the wall time on a cluster of N GPUs")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,6 +56,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides["seeds"] = list(args.seeds)
     cfg = ex.resolve_preset(exp_id, preset, overrides)  # every check happens before anything is written
+    if args.cluster_gpus is not None and (not args.plan or args.cluster_gpus < 1):
+        raise InputError(f"--cluster-gpus {args.cluster_gpus} is not allowed; give N >= 1, with --plan")
+    if args.plan:
+        return _plan(exp_id, preset, cfg, args)
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,
@@ -102,3 +111,11 @@ def _cluster(runtime: ex.Runtime, out: Path):
     with cluster() as ray:
         check_cluster(ray, out, gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run)
         yield
+def _plan(exp_id: str, preset: str, cfg: dict, args: argparse.Namespace) -> int:
+    from ..engine.runfolder import device_of
+    from .plan import format_plan, plan, plan_configs
+
+    result = plan(plan_configs(exp_id, cfg), device_of("auto"))
+    print(format_plan(result, exp_id=exp_id, preset=preset, gpus_per_run=getattr(args, "gpus_per_run", None),
+                      cluster_gpus=args.cluster_gpus))  # fmt: skip
+    return 0

@@ -3,8 +3,10 @@
 - :mod:`.trainconfig`: :class:`TrainConfig` (every option, also the ``varsmooth train`` flags), its resolution
   against the method's defaults and the run's length (the Hessian horizon ``beta2 = 1 - 2 / steps``);
 - :mod:`.methods`: ERM, LS (Eq. 1), OLS, SAM and IVON (Alg. 1) as strategy objects carrying their defaults;
-- :mod:`.train`: the loop; :mod:`.evaluation`: :func:`predict_split` (``p_mean``, ``p_pred``) and
-  :func:`noise_summary` (the induced label noise ``eps = p_mean - p_pred``, Eq. 9);
+- :mod:`.train`: the loop; :mod:`.runfolder`: the device, resume checks and what a run writes when;
+  :mod:`.batches`: the batches of an epoch; :mod:`.finish`: final metrics and arrays; :mod:`.precision`:
+  autocast, channels-last, ``torch.compile``; :mod:`.evaluation`: :func:`predict_split` (``p_mean``, ``p_pred``)
+  and :func:`noise_summary` (the induced label noise ``eps = p_mean - p_pred``, Eq. 9);
 - :mod:`.rundata`: the data of a run (subset, corruption, validation split) and the seeding rule;
 - :mod:`.checkpoint`: the checkpoint schema and :func:`restore`; :mod:`.schedules`, :mod:`.parallel`;
 - :mod:`.ess_search`: ``ess="auto"``, IVON's ess chosen by successive halving on a noisy validation split.

@@ -15,6 +15,10 @@ that drives all of them. Losses are means over the (local) batch.
   at the mean ``m`` and as the posterior predictive ``(1/S) sum_s softmax(f(theta_s))``.
 - ``ivon-fixed-h``: IVON with ``beta2 = 1`` (h frozen at ``hess_init``; the paper's Fig. 6 ablation).
 
+Every forward pass runs under the run's autocast (:mod:`.precision`: ``bf16``, ``fp16``); with ``fp16`` the
+backward passes are loss-scaled and the optimizer steps through a ``torch.amp.GradScaler`` (SAM unscales before
+its ascent step, IVON unscales its accumulated sums). Parameters and optimizer state stay float32.
+
 Under ``torchrun`` the SGD methods average gradients over ranks (:mod:`varsmooth.engine.parallel`) and IVON averages its
 own statistics (``sync=True``); DDP's wrapper is not used, so nothing syncs while IVON samples.
 """
@@ -36,6 +40,7 @@ from ..optim.ivon import predictive_probs
 from ..optim.sam import SAM as SAMOptimizer
 from ..optim.sam import disable_running_stats, enable_running_stats
 from .parallel import DistContext
+from .precision import autocast, grad_scaler
 
 if TYPE_CHECKING:
     from .trainconfig import TrainConfig
@@ -46,7 +51,7 @@ __all__ = ["METHODS", "Method", "StepOutput", "build_method", "hessian_warning",
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # scalar: mean loss over the local batch (before the data-parallel scale), detached
-    logits: torch.Tensor  # (B, K) training-mode logits of the step (IVON: at its first sample), detached
+    logits: torch.Tensor  # (B, K) training-mode logits of the step (IVON: at its first sample), detached, float32
 
 
 class Method:
@@ -74,6 +79,8 @@ class Method:
         self.dist = dist or DistContext()
         self.generator = generator
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.params[0].device if self.params else torch.device("cpu")
+        self.scaler = grad_scaler(cfg.precision, self.device)  # fp16 only
         self.optimizer = self.build_optimizer()
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
@@ -92,13 +99,29 @@ class Method:
         # an empty data-parallel shard contributes a zero gradient (its scale is 0 too)
         return self.loss(logits, targets) if len(targets) else logits.sum() * 0.0
 
+    def autocast(self):
+        """The run's autocast context (a no-op for fp32)."""
+        return autocast(self.cfg.precision, self.device)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def _step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; with fp16 through the loss scaler (a step with non-finite gradients is skipped)."""
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
     def _forward_backward(self, x, y, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(x)
-        loss = self._loss(logits, y)
-        (loss * scale).backward()
+        with self.autocast():
+            logits = self.model(x)
+            loss = self._loss(logits, y)
+        self._backward(loss * scale)
         self.dist.mean_grads(self.params)
-        return loss.detach(), logits.detach()
+        return loss.detach().float(), logits.detach().float()
 
     def train_step(
         self, x: torch.Tensor, y: torch.Tensor, *, scale: float = 1.0, global_batch: int | None = None
@@ -109,7 +132,7 @@ class Method:
         ``scale`` = ``B * world_size / global_batch`` (see :mod:`varsmooth.engine.parallel`).
         """
         loss, logits = self._forward_backward(x, y, scale)
-        self.optimizer.step()
+        self._step(self.optimizer)
         return StepOutput(loss, logits)
 
     def end_epoch(self) -> None:
@@ -121,7 +144,9 @@ class Method:
         was = self.model.training
         self.model.eval()
         try:
-            return torch.softmax(self.model(x).float(), dim=1)
+            with self.autocast():
+                logits = self.model(x)
+            return torch.softmax(logits.float(), dim=1)
         finally:
             self.model.train(was)
 
@@ -134,10 +159,13 @@ class Method:
         return {}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        scaler = {} if self.scaler is None else {"scaler": self.scaler.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), **scaler}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.base_lrs = list(state.get("base_lrs", self.base_lrs))
 
 
@@ -196,14 +224,26 @@ class SAM(Method):
         )
 
     def train_step(self, x, y, *, scale=1.0, global_batch=None):
+        opt = self.optimizer
         enable_running_stats(self.model)
         loss, logits = self._forward_backward(x, y, scale)
-        self.optimizer.first_step(zero_grad=True)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)  # the ascent step needs the true gradient norm
+        opt.first_step(zero_grad=True)
         disable_running_stats(self.model)  # BatchNorm statistics: first pass only
         try:
-            (self._loss(self.model(x), y) * scale).backward()
+            with self.autocast():
+                perturbed = self._loss(self.model(x), y)
+            self._backward(perturbed * scale)
             self.dist.mean_grads(self.params)
-            self.optimizer.second_step(zero_grad=True)
+            if self.scaler is None:
+                opt.second_step(zero_grad=True)
+            else:  # back to w, then the base step through the scaler (skipped when either pass overflowed)
+                with torch.no_grad():
+                    for p in (p for g in opt.param_groups for p in g["params"] if p.grad is not None):
+                        p.copy_(opt.state[p]["old_p"])  # as SAM.second_step
+                self._step(opt.base_optimizer)
+                opt.zero_grad()
         finally:
             enable_running_stats(self.model)
         return StepOutput(loss, logits)
@@ -237,19 +277,21 @@ class IVONMethod(Method):
         for _ in range(self.cfg.mc_samples):
             with opt.sampled_params(train=True):
                 opt.zero_grad(set_to_none=True)
-                logits = self.model(x)
-                loss = self._loss(logits, y)
-                (loss * scale).backward()
-            losses.append(loss.detach())
-            first = logits.detach() if first is None else first
-        opt.step()
+                with self.autocast():
+                    logits = self.model(x)
+                    loss = self._loss(logits, y)
+                self._backward(loss * scale)
+            losses.append(loss.detach().float())
+            first = logits.detach().float() if first is None else first
+        self._step(opt)  # fp16: the scaler hands IVON grad_scale and found_inf (optim/ivon.py)
         return StepOutput(torch.stack(losses).mean(), first)
 
     @torch.no_grad()
     def predictive_proba(self, x, samples, generator=None):
         was = self.model.training
         try:
-            return predictive_probs(self.model, self.optimizer, x, samples=samples, generator=generator).float()
+            with self.autocast():
+                return predictive_probs(self.model, self.optimizer, x, samples=samples, generator=generator).float()
         finally:
             self.model.train(was)
 

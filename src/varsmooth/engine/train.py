@@ -2,33 +2,28 @@
 
 Per epoch: a seeded permutation of the training examples (the ``data`` generator), batches of ``batch_size``
 (optionally augmented with the ``augment`` generator), one :meth:`Method.train_step` each with the learning rate of
-:mod:`varsmooth.schedules` set before the step, a NaN/inf guard on every step's loss, then evaluation (accuracy,
+:mod:`varsmooth.schedules` set before the step, a NaN/inf guard on the loss, then evaluation (accuracy,
 NLL, 15-bin ECE on the test split and the validation split; IVON at the mean and as posterior predictive over
 ``test_samples`` samples, with a generator seeded per epoch so evaluation never perturbs training), callbacks,
-a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``.
+a checkpoint (:mod:`varsmooth.checkpoint`) and one line of ``metrics.jsonl``; at the end ``final.json`` and
+``arrays.npz`` (:mod:`.finish`).
 
-A run folder ``out`` holds ``config.json`` (resolved config, seed, versions), ``metrics.jsonl``, ``checkpoint.pt``,
-``final.json`` (final metrics, realised corruption rate, IVON's sigma statistics) and ``arrays.npz`` (labels,
-flip mask, validation mask, final test and training predictions). Calling :func:`train` again on a folder with a
-checkpoint resumes from it when the config matches and raises :class:`InputError` otherwise. The options in
-``RESUME_FREE`` -- device, progress, data_dir, num_workers, eval_batch_size, eval_every -- may change, and
-``epochs`` may grow: the schedule keeps the length it was resolved with (``schedule_epochs``, recorded in the
-config), so the extra epochs continue at the schedule's last learning rate (give ``schedule_epochs`` explicitly
-for a longer schedule in a new folder). The checkpoint is checked against the config before use
-(:func:`varsmooth.engine.checkpoint.validate`). Nothing is written before every input has been checked:
-``config.json`` and ``metrics.jsonl`` are written with the first checkpoint, and a run that fails before it
-leaves nothing behind. The folder is locked for the run (:mod:`varsmooth.lock`, by rank 0): a second process on it
-gets InputError naming the holder. Under ``torchrun`` (``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
+The run folder (:mod:`.runfolder`): calling :func:`train` again on a folder with a checkpoint resumes from it when
+the config matches and raises :class:`InputError` otherwise. The options in ``RESUME_FREE`` -- device, progress,
+data_dir, num_workers, eval_batch_size, eval_every -- may change, and ``epochs`` may grow: the schedule keeps the
+length it was resolved with (``schedule_epochs``, recorded in the config), so the extra epochs continue at the
+schedule's last learning rate (give ``schedule_epochs`` explicitly for a longer schedule in a new folder). Nothing
+is written before every input has been checked, and a run that fails before its first checkpoint leaves nothing
+behind. The folder is locked for the run (:mod:`varsmooth.lock`, by rank 0): a second process on it gets
+InputError naming the holder. Under ``torchrun`` (``WORLD_SIZE`` > 1) see :mod:`varsmooth.parallel`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,20 +36,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import LabeledData
-from ..data.transforms import augment_batch
 from ..errors import InputError, os_errors
-from ..io import append_jsonl, atomic_open, check_folder, read_json, versions, write_json
+from ..io import append_jsonl, check_folder, versions
 from ..lock import hold
 from ..models import build_model
 from . import checkpoint as ckpt
+from .batches import EpochTotals, TrainBatches
 from .checkpoint import Checkpoint
 from .ess_search import search_ess
-from .evaluation import evaluate, noise_l2, predict_split
-from .methods import Method, StepOutput, build_method, hessian_warning
+from .evaluation import evaluate, predict_split
+from .finish import final_outputs
+from .methods import Method, StepOutput, build_method
 from .parallel import DistContext, init_from_env
-from .rundata import RunData, eval_seed, fetch, prepare, seed_int, seed_run
+from .precision import check_runtime, compile_model, uses_channels_last
+from .rundata import RunData, eval_seed, prepare, seed_run
+from .runfolder import device_of, files, remove_partial, resume_point, schedule_of_resumed, write_header
 from .schedules import lr_factor
-from .trainconfig import RESUME_FREE, TrainConfig, finalize_config, resolve_config
+from .trainconfig import TrainConfig, finalize_config, resolve_config
 
 __all__ = ["TrainResult", "TrainState", "TrainingDiverged", "build", "train"]
 
@@ -108,19 +106,6 @@ class TrainResult:
 Callback = Callable[[int, TrainState], Any]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-        if dev.index is None and "LOCAL_RANK" in os.environ:
-            dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(dev)
-    return dev
-
-
 def factor_now(method: Method) -> float:
     """The learning-rate factor of the last step (current lr over base lr)."""
     return method.optimizer.param_groups[0]["lr"] / method.base_lrs[0] if method.base_lrs[0] else 0.0
@@ -138,12 +123,6 @@ def _diverged(cfg: TrainConfig, epoch: int, step: int, what: str, out: Path | No
     )
     err.last_good_epoch = last_good
     return err
-
-
-def _config_diff(saved: dict, new: dict) -> list[str]:
-    saved, new = (json.loads(json.dumps(d, default=str)) for d in (saved, new))  # tuples == lists, as in JSON
-    keys = sorted((set(saved) | set(new)) - set(RESUME_FREE))
-    return [k for k in keys if saved.get(k) != new.get(k)]
 
 
 def train(
@@ -168,31 +147,13 @@ def train(
     """
     with os_errors():  # a full disk, a read-only folder: one InputError naming the file
         out = None if out is None else check_folder(out)
-        cfg = resolve_config(_schedule_of_resumed(cfg, out))  # a checked copy, before the (slow) data load
+        cfg = resolve_config(schedule_of_resumed(cfg, out))  # a checked copy, before the (slow) data load
+        check_runtime(cfg.precision, cfg.compile, device_of(cfg.device))  # fp16 without CUDA, --compile
         if data is not None:
             cfg = dataclasses.replace(cfg, dataset=data.name)  # record what was trained on
         run = prepare(cfg, data)
         cfg = finalize_config(cfg, len(run.train_pos))  # ess and beta2 need the training-set size
         return _train_or_search(cfg, out, run, callbacks, model_factory)
-
-
-def _schedule_of_resumed(cfg: TrainConfig, out: Path | None) -> TrainConfig:
-    """``cfg`` with the schedule length of the run in ``out`` when none was given: a resume with more epochs (or
-    the same command again after one) does not stretch the schedule (its length is recorded as ``schedule_epochs``)."""
-    if out is None or cfg.schedule_epochs is not None or not (out / "config.json").is_file():
-        return cfg
-    length = _folder_config(out).get("schedule_epochs")
-    if isinstance(length, int) and not isinstance(length, bool):
-        return dataclasses.replace(cfg, schedule_epochs=length)
-    return cfg
-
-
-def _folder_config(out: Path) -> dict:
-    """The run config recorded in ``out/config.json``; InputError naming the file when it holds none."""
-    saved = read_json(out / "config.json", keys=("config",))["config"]
-    if not isinstance(saved, dict):
-        raise InputError(f"{out / 'config.json'} holds no run config; use another --out or delete the folder")
-    return saved
 
 
 def _train_or_search(
@@ -220,52 +181,17 @@ def _train_run(
     model_factory: Callable[[], nn.Module] | None = None,
 ) -> TrainResult:
     """One run of the finalized ``cfg`` (numeric ess and beta2) on the prepared ``run``; resumes from ``out``."""
-    device = _device(cfg.device)
-    saved = None  # the checkpoint to resume from
-    saved_config = None  # what the folder says it holds (a run stopped before its first checkpoint: config.json)
-    if out is not None and (out / "checkpoint.pt").exists():
-        saved = ckpt.load(out / "checkpoint.pt")
-        ckpt.validate(saved, cfg, out / "checkpoint.pt")  # every field, before any is used
-        saved_config = saved.config
-    elif out is not None and (out / "config.json").exists():
-        saved_config = _folder_config(out)
-    if saved_config is not None:
-        diff = _config_diff(saved_config, cfg.to_dict())
-        if diff:
-            raise InputError(
-                f"{out} holds a run with a different config ({', '.join(diff)} differ); "
-                "use another --out or delete the folder"
-            )
-    if saved is not None:
-        if saved.labels is not None and saved.labels != ckpt.labels_fingerprint(run.labels, run.pool_index):
-            raise InputError(f"{out} holds a run trained on different labels; use another --out")
-
+    device = device_of(cfg.device)
+    saved = resume_point(cfg, out, run)  # InputError when the folder holds another run
     dist = init_from_env(device)
-    before = _files(out)
+    before = files(out)
     try:
         return _train(cfg, out, run, device, dist, saved, callbacks, record, warn, model_factory)
     except BaseException:
-        _remove_partial(out, before)
+        remove_partial(out, before)
         raise
     finally:
         dist.close()
-
-
-def _files(out: Path | None) -> set[str] | None:
-    """The names in ``out`` (None: absent)."""
-    return None if out is None or not out.is_dir() else set(os.listdir(out))
-
-
-def _remove_partial(out: Path | None, before: set[str] | None) -> None:
-    """After a run failed before its first checkpoint: remove the config.json and metrics.jsonl it wrote, so a failed
-    command leaves nothing behind (the folders it made go with the run folder's lock, :func:`varsmooth.lock.hold`,
-    when nothing else is left in them). A run with a checkpoint is kept."""
-    if out is None or not out.is_dir() or (out / "checkpoint.pt").exists():
-        return
-    for name in ("config.json", "metrics.jsonl"):
-        if before is None or name not in before:
-            with contextlib.suppress(OSError):
-                (out / name).unlink()
 
 
 def build(
@@ -278,7 +204,8 @@ def build(
     model_factory: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, Method]:
     """The model (initial weights from ``cfg.seed``, the same on every rank; or ``model_factory()``) and the method
-    of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise."""
+    of a run; the global random streams are left as they were. ``generator`` drives IVON's weight noise. On CUDA a
+    convolutional model is stored channels-last; with ``cfg.compile`` the method runs ``torch.compile(model)``."""
     dist = dist or DistContext()
     data = run.data
     try:
@@ -289,13 +216,16 @@ def build(
             else:
                 model = build_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_options)
         model = model.to(device)
+        if uses_channels_last(model, device):
+            model = model.to(memory_format=torch.channels_last)
     except (MemoryError, RuntimeError) as err:  # e.g. model_options hidden=[10**11]
         if not isinstance(err, MemoryError | torch.OutOfMemoryError) and "allocate" not in str(err):
             raise
         raise InputError(f"model {cfg.model!r} with model_options={cfg.model_options} does not fit in memory on "
                          f"{device}; make it smaller") from None  # fmt: skip
     dist.broadcast_model(model)
-    method = build_method(cfg.method, model, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
+    net = compile_model(model) if cfg.compile else model  # the method's forward; same parameters as model
+    method = build_method(cfg.method, net, cfg, num_train=len(run.train_pos), num_classes=data.num_classes,
                           dist=dist, generator=generator)  # fmt: skip
     return model, method
 
@@ -326,61 +256,53 @@ def _train(
               "corruption": run.corruption, **record}  # fmt: skip
     unwritten = out is not None and main  # config.json and metrics.jsonl: with the first checkpoint
     if unwritten and saved is not None:  # resumed: the config may say more epochs now
-        _write_header(out, header, history)
+        write_header(out, header, history)
         unwritten = False
 
     train_pos = torch.from_numpy(run.train_pos)
-    labels = torch.from_numpy(run.labels)
+    feed = TrainBatches(run, device, num_workers=cfg.num_workers, augment=data.augment,
+                        channels_last=uses_channels_last(model, device))  # fmt: skip
     steps = math.ceil(len(train_pos) / cfg.batch_size)
     progress = cfg.progress and main
     epoch_probs = None
-    for epoch in tqdm(
-        range(start, cfg.epochs),
-        desc=f"{cfg.method}",
-        disable=not progress,
-        initial=start,
-        total=cfg.epochs,
-        unit="epoch",
-    ):
+    epochs = tqdm(range(start, cfg.epochs), desc=f"{cfg.method}", disable=not progress, initial=start,
+                  total=cfg.epochs, unit="epoch")  # fmt: skip
+    for epoch in epochs:
         t0 = time.perf_counter()
         model.train()
         perm = train_pos[torch.randperm(len(train_pos), generator=gens["data"])]
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
         batches = perm.split(cfg.batch_size)
         shards = [dist.shard(b) for b in batches]
-        loader = _loader(data.train.features, [run.pool_index[loc.numpy()] for loc, _ in shards], cfg.num_workers)
-        bar = tqdm(loader, total=len(batches), leave=False, disable=not progress, desc=f"epoch {epoch + 1}")
-        for step, x in enumerate(bar):
+        totals = EpochTotals(device, len(batches))  # on the device: read once, after the last step
+        bar = tqdm(feed.epoch(shards, gens["augment"]), total=len(batches), leave=False, disable=not progress,
+                   desc=f"epoch {epoch + 1}")  # fmt: skip
+        for step, (x, y) in enumerate(bar):
             (local, scale), batch = shards[step], batches[step]
             method.set_lr_factor(
                 lr_factor(cfg.schedule, epoch=epoch, step=step, steps_per_epoch=steps,
                           total_epochs=cfg.schedule_epochs, milestones=cfg.milestones, gamma=cfg.lr_decay,
                           warmup_epochs=cfg.warmup_epochs, unit=cfg.schedule_unit)
             )  # fmt: skip
-            x = x.to(device, non_blocking=True)
-            if data.augment:
-                x = augment_batch(x, data.augment, gens["augment"])
-            y = labels[local].to(device, non_blocking=True)
             res: StepOutput = method.train_step(x, y, scale=scale, global_batch=len(batch))
-            correct = float((res.logits.argmax(1) == y).sum()) if len(y) else 0.0
-            step_tot = dist.sum(torch.tensor([float(res.loss) * len(y), correct, len(y)], dtype=torch.float64))
-            if not math.isfinite(step_tot[0].item()):
-                loss = step_tot[0].item() / step_tot[2].item()
-                raise _diverged(cfg, epoch, step, f"loss = {loss}", out, start_or(history))
-            totals += step_tot
+            totals.add(step, res.loss, res.logits, y)
             for cb in callbacks:
                 if main and hasattr(cb, "on_batch"):
                     cb.on_batch(epoch + 1, local.numpy(), res, y)
-            bar.set_postfix(loss=f"{step_tot[0].item() / max(step_tot[2].item(), 1):.4f}", refresh=False)
         method.end_epoch()
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        epoch_totals = totals.read(dist, finite)  # the epoch's one read-back from the device
+        if epoch_totals["bad_step"] is not None:
+            what = f"loss = {epoch_totals['bad_loss']}"
+            raise _diverged(cfg, epoch, int(epoch_totals["bad_step"]), what, out, start_or(history))
+        if not epoch_totals["params_finite"]:
             raise _diverged(cfg, epoch, steps - 1, "non-finite parameters", out, start_or(history))
+        epochs.set_postfix(loss=f"{epoch_totals['loss']:.4f}", refresh=False)
         dist.broadcast_model(model)  # rank 0's BatchNorm statistics
         record = {
             "epoch": epoch + 1,
             "lr": method.optimizer.param_groups[0]["lr"],
-            "train_loss": float(totals[0] / totals[2]),
-            "train_acc": float(totals[1] / totals[2]),
+            "train_loss": epoch_totals["loss"],
+            "train_acc": epoch_totals["acc"],
         }
         epoch_probs = None
         if main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
@@ -396,7 +318,7 @@ def _train(
                 cb(epoch + 1, state)
         rngs = dist.gather_objects(ckpt.rng_state(gens))
         if unwritten:
-            _write_header(out, header, history[:-1])
+            write_header(out, header, history[:-1])
             unwritten = False
         if out is not None and main:
             ckpt.save(
@@ -416,123 +338,13 @@ def _train(
             )
             append_jsonl(out / "metrics.jsonl", record)
         dist.barrier()
-    return _finish(cfg, out, run, model, method, device, dist, history, epoch_probs, warn)
-
-
-def _write_header(out: Path, header: dict, history: list[dict]) -> None:
-    """``config.json`` and ``metrics.jsonl`` (the history up to the checkpoint, nothing after it)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", header)
-    with atomic_open(out / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in history)
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Item i: the stacked features of batch i (for DataLoader worker processes on lazy image datasets)."""
-
-    def __init__(self, features, index_batches):
-        self.features, self.index_batches = features, index_batches
-
-    def __len__(self):
-        return len(self.index_batches)
-
-    def __getitem__(self, i):
-        return fetch(self.features, self.index_batches[i])
-
-
-def _loader(features, index_batches, num_workers: int):
-    data = _Batches(features, index_batches)
-    if num_workers == 0:
-        return (data[i] for i in range(len(data)))
-    return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
-
-
-def best_epoch_metrics(history: list[dict]) -> dict[str, float]:
-    """The best evaluated epoch's test accuracy (``test_acc_best``, at the mean; ``test_pred_acc_best``, predictive)
-    and its epoch: with label noise, the last epoch can fall well below it once the network fits the flips."""
-    out = {}
-    for key in ("test_acc", "test_pred_acc"):
-        evaluated = [h for h in history if key in h]
-        if evaluated:
-            best = max(evaluated, key=lambda h: h[key])
-            out[f"{key}_best"], out[f"{key}_best_epoch"] = float(best[key]), int(best["epoch"])
-    return out
+    metrics, probs, train_probs, train_pred = final_outputs(cfg, out, run, method, device, dist, history,
+                                                            epoch_probs, warn)  # fmt: skip
+    return TrainResult(cfg, metrics, history, model, method, run, probs["mean"] if probs else None,
+                       probs.get("pred") if probs else None, train_probs, train_pred, out)  # fmt: skip
 
 
 def start_or(history: list[dict]) -> int:
     return history[-1]["epoch"] if history else 0
 
 
-def _finish(
-    cfg: TrainConfig,
-    out: Path | None,
-    run: RunData,
-    model: nn.Module,
-    method: Method,
-    device: torch.device,
-    dist: DistContext,
-    history: list[dict],
-    probs: dict[str, np.ndarray] | None,
-    warn: bool,
-) -> TrainResult:
-    main = dist.is_main
-    metrics, train_probs, train_pred = dict(history[-1]) if history else {}, None, None
-    if main:
-        if probs is None:  # resumed a finished run: evaluate again (deterministic)
-            extra, probs = evaluate(method, cfg, run, device, cfg.epochs)
-            metrics.update(extra)
-        if cfg.save_train_predictions:
-            train_probs, train_pred = predict_split(
-                method, run.data.train.features, run.pool_index, samples=cfg.test_samples if method.variational
-                else None, seed=seed_int(cfg.seed, 2000), batch_size=cfg.eval_batch_size, device=device,
-            )  # fmt: skip
-            if method.variational:
-                metrics["train_noise_l2"] = noise_l2(train_probs, train_pred)
-    metrics.update(best_epoch_metrics(history))
-    warning = hessian_warning(metrics) if method.variational else None
-    if warning is not None:
-        metrics["warnings"] = [warning]
-        if warn and main:
-            sys.stderr.write(f"varsmooth: warning: {warning}\n")
-    metrics.update({f"corruption_{k}": v for k, v in run.corruption.items() if k != "transition_matrix"})
-    metrics.update(
-        n_train=int((~run.is_val).sum()),
-        n_val=int(run.is_val.sum()),
-        n_test=len(run.data.test),
-        method=cfg.method,
-        seed=cfg.seed,
-    )
-    if out is not None and main:
-        arrays = {
-            "pool_index": run.pool_index,
-            "labels": run.labels,
-            "is_val": run.is_val,
-            "test_labels": run.data.test.labels.numpy(),
-            "test_probs": probs["mean"],
-        }
-        for name, value in (
-            ("clean_labels", run.clean_labels),
-            ("flip_mask", run.flip_mask),
-            ("test_probs_pred", probs.get("pred")),
-            ("train_probs", train_probs),
-            ("train_probs_pred", train_pred),
-        ):
-            if value is not None:
-                arrays[name] = value
-        with atomic_open(out / "arrays.npz", "wb") as f:
-            np.savez_compressed(f, **arrays)
-        write_json(out / "final.json", metrics)
-    dist.barrier()
-    return TrainResult(
-        cfg,
-        metrics,
-        history,
-        model,
-        method,
-        run,
-        probs["mean"] if probs else None,
-        probs.get("pred") if probs else None,
-        train_probs,
-        train_pred,
-        out,
-    )

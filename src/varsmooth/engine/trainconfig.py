@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import InputError
 from ..models import MODELS
 from .methods import check_method, method_defaults
+from .precision import check_precision
 from .schedules import ScheduleUnit, parse_schedule
 
 __all__ = [
@@ -115,6 +116,9 @@ class TrainConfig:
                                metavar="JSON")  # fmt: skip
     data_options: dict = _opt(help="keyword arguments of the dataset loader", factory=dict, metavar="JSON")
     device: str = _opt("auto", "cpu | cuda | cuda:N | auto")
+    precision: str = _opt("fp32", "fp32 | bf16 | fp16: autocast of the forward passes (fp16: with loss scaling, CUDA "
+                          "only); parameters and optimizer state stay float32")
+    compile: bool = _opt(False, "torch.compile the model (backend: $VARSMOOTH_COMPILE_BACKEND, default inductor)")
     eval_batch_size: int = _opt(1000, "examples per forward pass at evaluation")
     eval_every: int = _opt(1, "evaluate every k-th epoch and the last (IVON's predictive costs test_samples passes)")
     num_workers: int = _opt(0, "processes loading batches (lazy image datasets)")
@@ -136,7 +140,7 @@ class TrainConfig:
 # Options that may change when a run is resumed (they do not change what is computed in training).
 RESUME_FREE = (
     "epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size", "eval_every",
-    "save_train_predictions",
+    "save_train_predictions", "compile",
 )  # fmt: skip
 
 
@@ -157,12 +161,13 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     for name in ("data_dir", "noisy_labels", "noisy_labels_key", "schedule"):
         value = getattr(cfg, name)
         _check(value is None or isinstance(value, str), name, value, "a string or unset")
-    for name in ("adaptive", "progress", "save_train_predictions"):
+    for name in ("adaptive", "progress", "save_train_predictions", "compile"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     method = check_method(cfg.method)
     if cfg.model not in MODELS:  # fail before a (possibly slow) dataset load
         raise InputError(f"unknown model {cfg.model!r}; allowed: {', '.join(MODELS)}")
     cfg.device = check_device(cfg.device)
+    check_precision(cfg.precision)
     for key, value in method_defaults(method).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
