@@ -1,0 +1,279 @@
+"""Live training curves in TensorBoard and MLflow: ``TrainConfig.loggers`` (``varsmooth train --log NAME``).
+
+One small interface, :class:`Backend`, fed by the engine's per-epoch record -- the same dict that becomes a line of
+``metrics.jsonl`` (loss, accuracies, NLL, ECE, IVON's sigma and h / h0 quantiles, the induced label noise on flipped
+and clean training examples): nothing is computed twice. :class:`RunLogger` is the engine callback
+(``cb(epoch, state)``) that hands each epoch's record to every backend; at the end of the run it adds the final
+metrics (``final.json``), the ess search's rungs (``config.json``'s ``ess_search``: each candidate's validation
+scores at each rung) and two figures it draws into ``RUN/figures/`` from the run's final predictions (reliability
+diagram; IVON's label-noise histogram over flipped and clean training examples).
+
+Backends (:mod:`.tensorboard`, :mod:`.mlflow`) and where they write:
+
+- ``tensorboard``: event files in ``RUN/tb`` (a sweep's run: ``OUT/runs/NAME/tb``; ``tensorboard --logdir OUT``).
+- ``mlflow``: one MLflow run per run folder in the store ``MLFLOW_TRACKING_URI`` names, else the local SQLite store
+  ``ROOT/mlflow.db`` (artifacts in ``ROOT/mlartifacts``), ``ROOT`` being the sweep folder ``OUT`` for a sweep's runs
+  and the run folder for ``varsmooth train``. A sweep is one MLflow experiment (named after ``OUT``, or
+  ``MLFLOW_EXPERIMENT_NAME``), its runs tagged with corruption, method and seed.
+
+*Resume.* Nothing is kept in the checkpoint: a logger's first call in a process writes the whole history the run
+has so far (the checkpoint's epochs too), and each backend makes that idempotent -- TensorBoard purges the steps it
+rewrites (``purge_step``), MLflow continues the run whose id ``RUN/mlflow_run.json`` records and skips the epochs
+it already holds. So a killed and resumed run is one TensorBoard run and one MLflow run without duplicate steps,
+and ``--log`` added to a finished run (or sweep) logs its whole history once. An ess-search candidate
+(``RUN/ess-search/fF``) is a run folder of its own: its own TensorBoard run, and an MLflow child run of the run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import read_json
+
+__all__ = ["LOGGERS", "Backend", "RunContext", "RunLogger", "attach", "check_loggers", "require_folder", "scalars",
+           "tag_of"]
+
+# name -> (the module it needs, the extra that installs it)
+LOGGERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+SEARCH_DIR = "ess-search"  # varsmooth.engine.ess_search.SEARCH_DIR (not imported: the engine imports this package)
+FIGURES = "figures"
+
+
+def check_loggers(names: Any) -> list[str]:
+    """``names`` as a list of distinct logger names; InputError for an unknown name, or one whose package is not
+    installed (naming the extra that installs it)."""
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"loggers={names!r} is not allowed; give a list of names ({', '.join(LOGGERS)})")
+    for name in names:
+        if name not in LOGGERS:
+            raise InputError(f"unknown logger {name!r}; allowed: {', '.join(LOGGERS)}")
+        module, extra = LOGGERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise InputError(f"--log {name} needs the {module} package: pip install 'varsmooth[{extra}]'")
+    return list(dict.fromkeys(names))
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics record (``epoch`` is the step, not a value; bools, strings and lists are left out)."""
+    return {k: float(v) for k, v in record.items()
+            if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+
+
+# metric-name prefixes -> the section a dashboard groups them in
+_SECTIONS = (
+    (("sigma_", "h_ratio_", "hess_init_weight", "ess", "beta2"), "ivon"),
+    (("train_noise_", "test_noise_"), "label_noise"),
+    (("train_",), "train"),
+    (("val_",), "val"),
+    (("test_",), "test"),
+    (("final/",), ""),
+    (("ess_search/",), ""),
+)
+
+
+def tag_of(key: str) -> str:
+    """The TensorBoard tag of a metric: its section and its ``metrics.jsonl`` name, e.g. ``ivon/sigma_median``,
+    ``label_noise/train_noise_l1_noisy``, ``test/test_acc``, ``run/lr``."""
+    for prefixes, section in _SECTIONS:
+        if key.startswith(prefixes):
+            return f"{section}/{key}" if section else key
+    return f"run/{key}"
+
+
+def flat_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as ``{dotted.key: bool | int | float | str}`` (mappings flattened; lists and None as JSON text)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flat_config(v, f"{prefix}{k}."))
+        elif isinstance(v, bool | int | float | str) and not (isinstance(v, float) and not math.isfinite(v)):
+            out[prefix + k] = v
+        else:
+            out[prefix + k] = json.dumps(v, default=str)
+    return out
+
+
+@dataclass
+class RunContext:
+    """Where and as what a run folder is logged (the folder layout decides it; nothing is configured)."""
+
+    folder: Path  # the run folder
+    name: str  # the run's name: NAME in a sweep, the folder's name otherwise
+    root: Path  # where local stores go: the sweep folder, or the run folder itself
+    experiment: str  # the MLflow experiment: the sweep folder's name, or "varsmooth"
+    config: dict[str, Any]  # the resolved config, flattened
+    tags: dict[str, str] = field(default_factory=dict)  # corruption, method, seed (+ ess_factor for a candidate)
+    parent: RunContext | None = None  # an ess-search candidate's run
+
+    @classmethod
+    def of(cls, folder: Path, config: Mapping[str, Any]) -> RunContext:
+        folder = folder.resolve()
+        tags = {k: str(config.get(k)) for k in ("corruption", "method", "seed")}
+        if folder.parent.name == SEARCH_DIR:  # RUN/ess-search/fF: a candidate of RUN's search
+            parent = cls.of(folder.parent.parent, config)
+            tags["ess_factor"] = str(config.get("ess_factor"))
+            return cls(folder, f"{parent.name}/{SEARCH_DIR}/{folder.name}", parent.root, parent.experiment,
+                       flat_config(config), {**parent.tags, **tags}, parent)  # fmt: skip
+        sweep = folder.parent.parent
+        if folder.parent.name == "runs" and _is_experiment(sweep / "config.json"):  # OUT/runs/NAME
+            return cls(folder, folder.name, sweep, sweep.name, flat_config(config), tags)
+        return cls(folder, folder.name, folder, "varsmooth", flat_config(config), tags)
+
+
+def _is_experiment(path: Path) -> bool:
+    try:
+        return path.is_file() and "experiment" in read_json(path)
+    except (OSError, ValueError):
+        return False
+
+
+class Backend:
+    """One place training curves go. The engine calls, in order: :meth:`open` (once per process, before the first
+    epoch it logs), :meth:`log_epochs` (the records of epochs; after a resume the run's whole history again: a
+    backend must not duplicate steps), :meth:`log_final` (once, after the run), :meth:`close`."""
+
+    def open(self, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+    def log_epochs(self, records: Sequence[Mapping[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def log_final(self, values: Mapping[str, Sequence[tuple[int, float]]], files: Sequence[Path]) -> None:
+        """``values``: ``{name: [(step, value), ...]}`` -- ``final/<key>`` (at the last epoch) and
+        ``ess_search/f<factor>/<score>`` (at each rung's epoch); ``files``: the figures (PNG) and ``final.json``."""
+        raise NotImplementedError
+
+    def close(self, status: str) -> None:
+        """``status``: FINISHED, FAILED or KILLED."""
+        raise NotImplementedError
+
+
+def _backend(name: str) -> Backend:
+    if name == "tensorboard":
+        from .tensorboard import TensorBoardBackend
+
+        return TensorBoardBackend()
+    from .mlflow import MlflowBackend
+
+    return MlflowBackend()
+
+
+class RunLogger:
+    """The engine callback of one run folder: every epoch's record to each backend (opened at the first epoch, so a
+    run that fails before it writes nothing); :meth:`done` adds the final metrics, the ess search and the figures."""
+
+    def __init__(self, names: Sequence[str], folder: Path):
+        self.names, self.folder = list(names), folder
+        self.backends: list[Backend] = []
+        self.logged = 0  # the last epoch handed to the backends in this process
+
+    def __call__(self, epoch: int, state: Any) -> None:
+        self._write(state.cfg.to_dict(), state.history)
+
+    def _write(self, config: dict, history: Sequence[Mapping[str, Any]]) -> None:
+        if not self.backends:
+            ctx = RunContext.of(self.folder, config)
+            for name in self.names:
+                backend = _backend(name)
+                backend.open(ctx)
+                self.backends.append(backend)
+        new = [h for h in history if h["epoch"] > self.logged]
+        if new:
+            for backend in self.backends:
+                backend.log_epochs(new)
+            self.logged = new[-1]["epoch"]
+
+    def done(self, result: Any) -> Any:
+        """After the run: the history not yet written (a finished run logged for the first time), then the final
+        metrics, the ess search's rungs and the figures; returns ``result``."""
+        if not result.method.dist.is_main:
+            return result
+        self._write(result.config.to_dict(), result.history)
+        step = result.history[-1]["epoch"] if result.history else 0
+        values = {f"final/{k}": [(step, v)] for k, v in scalars(result.metrics).items()}
+        config_file = self.folder / "config.json"
+        search = read_json(config_file).get("ess_search") if config_file.is_file() else None
+        for rung in (search or {}).get("rungs", []):  # each candidate's validation scores at each rung's epoch
+            for factor, scores in rung["scores"].items():
+                for key, v in scalars(scores).items():
+                    values.setdefault(f"ess_search/f{factor}/{key}", []).append((int(rung["epochs"]), v))
+        files = [*figures(result, self.folder / FIGURES, self.folder.name), self.folder / "final.json"]
+        for backend in self.backends:
+            backend.log_final(values, [f for f in files if f.is_file()])
+        self.close("FINISHED")
+        return result
+
+    def close(self, status: str) -> None:
+        backends, self.backends = self.backends, []
+        for backend in backends:
+            backend.close(status)
+
+
+def figures(result: Any, folder: Path, title: str) -> list[Path]:
+    """Draw the run's final figures into ``folder``: ``reliability.png`` (test split, at the mean and, for IVON,
+    the posterior predictive) and, when the run predicted its training set with IVON, ``noise_histogram.png`` (the
+    size ``||eps_i||_2`` of the induced label noise ``eps_i = p_mean - p_pred`` over flipped and clean training
+    examples, :mod:`varsmooth.engine.evaluation`)."""
+    from .. import plots
+
+    if result.test_probs is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    run, method = result.run, result.config.method
+    test_labels = run.data.test.labels.numpy()
+    preds = {f"{method} (mean)" if result.test_probs_pred is not None else method: (test_labels, result.test_probs)}
+    if result.test_probs_pred is not None:
+        preds[f"{method} (predictive)"] = (test_labels, result.test_probs_pred)
+    out = [plots.reliability_diagram(preds, folder / "reliability.png", title=title)]
+    if result.train_probs is not None and result.train_probs_pred is not None:
+        pos = run.train_pos
+        size = np.linalg.norm(result.train_probs[pos] - result.train_probs_pred[pos], axis=1)
+        groups = {"all": size}
+        if run.flip_mask is not None and run.flip_mask[pos].any():
+            flipped = run.flip_mask[pos]
+            groups = {"flipped labels": size[flipped], "clean labels": size[~flipped]}
+        out.append(plots.noise_histogram(groups, folder / "noise_histogram.png", logy=True,
+                                         xlabel="label-noise size ||eps_i||_2", title=title))
+    return out
+
+
+def require_folder(names: Sequence[str], folder: Path | None) -> None:
+    """InputError when loggers are asked for a run without a run folder (they write into it)."""
+    if names and folder is None:
+        raise InputError(f"loggers ({', '.join(names)}) write into the run folder; give one (--out)")
+
+
+@contextlib.contextmanager
+def attach(cfg: Any, folder: Path | None) -> Iterator[_Attached]:
+    """The loggers of one engine run (``cfg.loggers`` into ``folder``): ``.callbacks`` to add to the run's, and
+    ``.done(result)`` to call with its result. Closes the backends (FAILED, or KILLED on an interrupt) when the
+    block raises."""
+    names = list(getattr(cfg, "loggers", None) or [])
+    require_folder(names, folder)
+    logger = RunLogger(names, Path(folder)) if names else None
+    attached = _Attached(logger)
+    try:
+        yield attached
+    except BaseException as err:
+        if logger is not None:
+            logger.close("FAILED" if isinstance(err, Exception) else "KILLED")
+        raise
+
+
+class _Attached:
+    def __init__(self, logger: RunLogger | None):
+        self.logger = logger
+        self.callbacks = [] if logger is None else [logger]
+
+    def done(self, result: Any) -> Any:
+        return result if self.logger is None else self.logger.done(result)
