@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import experiments as ex
 from ..errors import InputError
 from ..experiments.sweep import parse_shard
+from ..loggers import check_loggers
 from ..summary import summarize
 
 DEFAULT_EXPERIMENT = "demo"
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="run a sweep's failed runs again (by default a re-run skips them: training is deterministic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log", action="append", default=[], metavar="NAME",
+                   help="log every run's curves to tensorboard (OUT/runs/NAME/tb) or mlflow (MLFLOW_TRACKING_URI, "
+                   "else OUT/mlflow.db; one experiment per sweep); repeatable (varsmooth.loggers)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,6 +46,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides["seeds"] = list(args.seeds)
     cfg = ex.resolve_preset(exp_id, preset, overrides)  # every check happens before anything is written
+    if args.log:  # into every run's TrainConfig (the preset's train block), so it travels with each run's config
+        if not isinstance(cfg.get("train"), dict):
+            raise InputError(f"--log: experiment {exp_id!r} has no engine runs to log (no train block in its presets)")
+        cfg["train"] = {**cfg["train"], "loggers": check_loggers(args.log)}
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,

@@ -18,9 +18,10 @@ Backends (:mod:`.tensorboard`, :mod:`.mlflow`) and where they write:
 
 *Resume.* Nothing is kept in the checkpoint: a logger's first call in a process writes the whole history the run
 has so far (the checkpoint's epochs too), and each backend makes that idempotent -- TensorBoard purges the steps it
-rewrites (``purge_step``), MLflow continues the run whose id ``RUN/mlflow_run.json`` records and skips the epochs
-it already holds. So a killed and resumed run is one TensorBoard run and one MLflow run without duplicate steps,
-and ``--log`` added to a finished run (or sweep) logs its whole history once. An ess-search candidate
+rewrites (``purge_step``), MLflow continues the run whose id ``RUN/mlflow_run.json`` records, skips the epochs it
+already holds and is given an epoch only once its checkpoint is written (at the next step), so an epoch that a kill
+made run twice reaches it once. So a killed and resumed run is one TensorBoard run and one MLflow run without
+duplicate steps, and ``--log`` added to a finished run (or sweep) logs its whole history once. An ess-search candidate
 (``RUN/ess-search/fF``) is a run folder of its own: its own TensorBoard run, and an MLflow child run of the run's.
 """
 
@@ -142,6 +143,8 @@ class Backend:
     epoch it logs), :meth:`log_epochs` (the records of epochs; after a resume the run's whole history again: a
     backend must not duplicate steps), :meth:`log_final` (once, after the run), :meth:`close`."""
 
+    after_checkpoint = False  # True: given an epoch only once its checkpoint is written (see RunLogger)
+
     def open(self, ctx: RunContext) -> None:
         raise NotImplementedError
 
@@ -170,35 +173,50 @@ def _backend(name: str) -> Backend:
 
 class RunLogger:
     """The engine callback of one run folder: every epoch's record to each backend (opened at the first epoch, so a
-    run that fails before it writes nothing); :meth:`done` adds the final metrics, the ess search and the figures."""
+    run that fails before it writes nothing); :meth:`done` adds the final metrics, the ess search and the figures.
+
+    A backend with ``after_checkpoint`` (MLflow, which cannot take back a value) gets an epoch once its checkpoint
+    is written -- at the next step (``on_batch``) or at the end -- so an epoch that a kill makes run twice reaches
+    it once, with the values ``metrics.jsonl`` keeps."""
 
     def __init__(self, names: Sequence[str], folder: Path):
         self.names, self.folder = list(names), folder
         self.backends: list[Backend] = []
-        self.logged = 0  # the last epoch handed to the backends in this process
+        self.logged: list[int] = []  # per backend, the last epoch handed to it in this process
+        self.pending: tuple[dict, Sequence[Mapping[str, Any]]] | None = None  # (config, history) not yet all out
 
     def __call__(self, epoch: int, state: Any) -> None:
-        self._write(state.cfg.to_dict(), state.history)
+        self._write(state.cfg.to_dict(), state.history, checkpointed=epoch - 1)
+        self.pending = (state.cfg.to_dict(), state.history)
 
-    def _write(self, config: dict, history: Sequence[Mapping[str, Any]]) -> None:
+    def on_batch(self, epoch: int, pos: Any, out: Any, labels: Any) -> None:
+        if self.pending is not None:  # the previous epoch's checkpoint is written now
+            (config, history), self.pending = self.pending, None
+            self._write(config, history, checkpointed=history[-1]["epoch"])
+
+    def _write(self, config: dict, history: Sequence[Mapping[str, Any]], *, checkpointed: int) -> None:
         if not self.backends:
             ctx = RunContext.of(self.folder, config)
             for name in self.names:
                 backend = _backend(name)
                 backend.open(ctx)
                 self.backends.append(backend)
-        new = [h for h in history if h["epoch"] > self.logged]
-        if new:
-            for backend in self.backends:
+                self.logged.append(0)
+        for i, backend in enumerate(self.backends):
+            upto = checkpointed if backend.after_checkpoint else math.inf
+            new = [h for h in history if self.logged[i] < h["epoch"] <= upto]
+            if new:
                 backend.log_epochs(new)
-            self.logged = new[-1]["epoch"]
+                self.logged[i] = new[-1]["epoch"]
 
     def done(self, result: Any) -> Any:
         """After the run: the history not yet written (a finished run logged for the first time), then the final
         metrics, the ess search's rungs and the figures; returns ``result``."""
         if not result.method.dist.is_main:
             return result
-        self._write(result.config.to_dict(), result.history)
+        self.pending = None
+        self._write(result.config.to_dict(), result.history, checkpointed=result.history[-1]["epoch"]
+                    if result.history else 0)  # fmt: skip
         step = result.history[-1]["epoch"] if result.history else 0
         values = {f"final/{k}": [(step, v)] for k, v in scalars(result.metrics).items()}
         config_file = self.folder / "config.json"

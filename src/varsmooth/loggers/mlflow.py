@@ -10,9 +10,10 @@ resolved config (flattened: ``model_options.hidden``); metrics per epoch (step =
 ``metrics.jsonl`` names; then ``final/<key>`` (``final.json``'s numbers), ``ess_search/f<factor>/<score>`` (step =
 the rung's epoch) and the artifacts ``final.json`` and ``figures/*.png``.
 
-Resume: the run id is kept in ``RUN/mlflow_run.json`` (with the tracking URI it belongs to) when the run is
-created; a later process on the folder continues that run (status RUNNING again), logs only the params it lacks
-and only the epochs after the last one it holds. A store that changed (another ``MLFLOW_TRACKING_URI``) gets a new
+Live: an epoch reaches MLflow once its checkpoint is written, at the next step. Resume: the run id is kept in
+``RUN/mlflow_run.json`` (with the tracking URI it belongs to) when the run is created; a later process on the
+folder continues that run (status RUNNING again), logs only the params it lacks and only the epochs after the last
+one it holds. A store that changed (another ``MLFLOW_TRACKING_URI``) gets a new
 run with the whole history. Writes to a local store are serialised across processes (``ROOT/mlflow.db.lock``,
 ``fcntl.flock``): a sweep's parallel runs share one SQLite file.
 """
@@ -43,6 +44,8 @@ def tracking_uri(root: Path) -> str:
 
 
 class MlflowBackend(Backend):
+    after_checkpoint = True  # a logged value cannot be taken back: only checkpointed epochs (varsmooth.loggers)
+
     def __init__(self) -> None:
         self.client: Any = None
         self.run_id: str | None = None
