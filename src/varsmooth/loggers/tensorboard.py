@@ -2,8 +2,8 @@
 
 Scalars per epoch under :func:`varsmooth.loggers.tag_of`'s tags (``test/test_acc``, ``ivon/sigma_median``,
 ``label_noise/train_noise_l1_noisy``, ...; step = epoch), the resolved config as hparams (the HParams dashboard,
-with the final test accuracy, NLL and ECE as its metrics), the final metrics (``final/...``), the ess search's
-rungs (``ess_search/f<factor>/<score>``, step = the rung's epoch) and the figures as images (``figures/<name>``).
+with the final test accuracy, NLL and ECE as its metrics), the final metrics (``final/...``) and the figures as
+images (``figures/<name>``). An ess search's rungs are its candidates' own runs (``RUN/ess-search/f<factor>/tb``).
 
 Resume: each process writes the run's history from its first epoch again, with ``purge_step`` at that epoch, so
 TensorBoard's readers drop what an earlier (killed) process wrote from there on: one run, no duplicate steps.
@@ -61,6 +61,8 @@ class TensorBoardBackend(Backend):
 
         writer = self._writer(self.step or 1)
         for name, series in values.items():
+            if name.startswith("ess_search/"):  # the candidates' own runs (RUN/ess-search/fF/tb) show these scores
+                continue
             for step, value in series:
                 writer.add_scalar(name, value, step)
         for path in files:
