@@ -78,6 +78,7 @@ def main() -> None:
                 times[mode].append(time.perf_counter() - t0)
                 if mode == "on":
                     logger_s.append(timer.seconds - before)
+                print(f"pair {i} {mode}: {times[mode][-1]:.2f} s", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         from varsmooth.loggers.mlflow import MlflowBackend
 

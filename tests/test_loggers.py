@@ -17,7 +17,7 @@ import varsmooth.engine.checkpoint as ckpt  # noqa: E402
 from varsmooth.cli import main  # noqa: E402
 from varsmooth.engine import TrainConfig, train  # noqa: E402
 from varsmooth.errors import InputError  # noqa: E402
-from varsmooth.loggers import scalars, tag_of  # noqa: E402
+from varsmooth.loggers import RunLogger, scalars, tag_of  # noqa: E402
 from varsmooth.loggers.mlflow import RUN_FILE, tracking_uri  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def _local_store(monkeypatch):
 
 def _cfg(**kw):
     base = dict(method="ivon", ess_factor=1.0, train_subset=300, corruption="symmetric:0.3", batch_size=100,
-                epochs=3, test_samples=2, model_options={"hidden": [16]}, progress=False, device="cpu", seed=1,
+                epochs=2, test_samples=2, model_options={"hidden": [16]}, progress=False, device="cpu", seed=1,
                 loggers=["tensorboard", "mlflow"])  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
@@ -54,9 +54,16 @@ class Boom(RuntimeError):
     pass
 
 
+def _killed(logger, status):
+    """RunLogger.close as a kill leaves it: no writer closed, no MLflow run ended (what reached the store stays)."""
+    for backend in logger.backends:
+        if hasattr(backend, "worker"):
+            backend.worker.shutdown(wait=True)
+
+
 def test_kill_and_resume_is_one_run_whose_values_equal_metrics_jsonl(mnist, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    save = ckpt.save
+    save, close = ckpt.save, RunLogger.close
 
     def save_or_die(path, ck):  # dies after epoch 2 was logged, before its checkpoint: epoch 2 runs twice
         if ck.epoch == 2:
@@ -64,18 +71,21 @@ def test_kill_and_resume_is_one_run_whose_values_equal_metrics_jsonl(mnist, tmp_
         save(path, ck)
 
     monkeypatch.setattr(ckpt, "save", save_or_die)
+    monkeypatch.setattr(RunLogger, "close", _killed)
     with pytest.raises(Boom):
         train(_cfg(), out, data=mnist)
     monkeypatch.setattr(ckpt, "save", save)
+    monkeypatch.setattr(RunLogger, "close", close)
+    assert _mlflow(out)[1][0].info.status == "RUNNING"
     train(_cfg(), out, data=mnist)
 
     history = _history(out)
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    # TensorBoard: one series per metric, steps 1..3 once each (the rewritten epoch 2 purged), values as written
+    assert [h["epoch"] for h in history] == [1, 2]
+    # TensorBoard: one series per metric, steps 1..2 once each (the rewritten epoch 2 purged), values as written
     acc = _tb(out)
     for key in scalars(history[0]):
         events = acc.Scalars(tag_of(key))
-        assert [e.step for e in events] == [1, 2, 3], key
+        assert [e.step for e in events] == [1, 2], key
         assert [e.value for e in events] == pytest.approx([h[key] for h in history], rel=1e-6), key
     for tag in ("ivon/sigma_median", "ivon/h_ratio_q95", "label_noise/train_noise_l1_noisy", "test/test_pred_acc"):
         assert tag in acc.Tags()["scalars"]

@@ -6,7 +6,7 @@ and clean training examples): nothing is computed twice. :class:`RunLogger` is t
 (``cb(epoch, state)``) that hands each epoch's record to every backend; at the end of the run it adds the final
 metrics (``final.json``), the ess search's rungs (``config.json``'s ``ess_search``: each candidate's validation
 scores at each rung) and two figures it draws into ``RUN/figures/`` from the run's final predictions (reliability
-diagram; IVON's label-noise histogram over flipped and clean training examples).
+diagram; IVON's label-noise histogram over flipped and clean training examples; not for an ess-search candidate).
 
 Backends (:mod:`.tensorboard`, :mod:`.mlflow`) and where they write:
 
@@ -225,7 +225,9 @@ class RunLogger:
             for factor, scores in rung["scores"].items():
                 for key, v in scalars(scores).items():
                     values.setdefault(f"ess_search/f{factor}/{key}", []).append((int(rung["epochs"]), v))
-        files = [*figures(result, self.folder / FIGURES, self.folder.name), self.folder / "final.json"]
+        candidate = self.folder.parent.name == SEARCH_DIR  # its predictions are not the run's: no figures
+        drawn = [] if candidate else figures(result, self.folder / FIGURES, self.folder.name)
+        files = [*drawn, self.folder / "final.json"]
         for backend in self.backends:
             backend.log_final(values, [f for f in files if f.is_file()])
         self.close("FINISHED")
@@ -284,7 +286,8 @@ def attach(cfg: Any, folder: Path | None) -> Iterator[_Attached]:
         yield attached
     except BaseException as err:
         if logger is not None:
-            logger.close("FAILED" if isinstance(err, Exception) else "KILLED")
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                logger.close("FAILED" if isinstance(err, Exception) else "KILLED")
         raise
 
 

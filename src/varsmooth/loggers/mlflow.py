@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def tracking_uri(root: Path) -> str:
 
 
 class MlflowBackend(Backend):
+    """Every MLflow call runs on one worker thread, in order, so training does not wait for the store; an error
+    there surfaces at the next epoch (or at the end)."""
+
     after_checkpoint = True  # a logged value cannot be taken back: only checkpointed epochs (varsmooth.loggers)
 
     def __init__(self) -> None:
@@ -51,6 +55,14 @@ class MlflowBackend(Backend):
         self.run_id: str | None = None
         self.logged = 0  # the last epoch the MLflow run holds
         self.lock: Path | None = None
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="varsmooth-mlflow")
+        self.pending: list[Future] = []
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        for future in self.pending:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        self.pending = [f for f in self.pending if not f.done()] + [self.worker.submit(fn, *args)]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -65,10 +77,28 @@ class MlflowBackend(Backend):
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def open(self, ctx: RunContext) -> None:
+        ctx.root.mkdir(parents=True, exist_ok=True)
+        self._submit(self._open, ctx)
+
+    def log_epochs(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._submit(self._log_epochs, [dict(r) for r in records])
+
+    def log_final(self, values: Mapping[str, Sequence[tuple[int, float]]], files: Sequence[Path]) -> None:
+        self._submit(self._log_final, dict(values), list(files))
+
+    def close(self, status: str) -> None:
+        self._submit(self._close, status)
+        self.worker.shutdown(wait=True)
+        for future in self.pending:
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+    def _open(self, ctx: RunContext) -> None:
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(ctx.root)
-        local = "MLFLOW_TRACKING_URI" not in os.environ or not os.environ["MLFLOW_TRACKING_URI"]
+        local = not os.environ.get("MLFLOW_TRACKING_URI")
         self.lock = ctx.root / "mlflow.db.lock" if local else None
         with self._locked(), _quiet():
             self.client = MlflowClient(tracking_uri=uri)
@@ -79,8 +109,6 @@ class MlflowBackend(Backend):
             self.client.update_run(self.run_id, status="RUNNING")
             have = run.data.params
             params = [(k, str(v)) for k, v in ctx.config.items() if k not in have]
-            from mlflow.entities import Param
-
             for i in range(0, len(params), 100):
                 self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params[i : i + 100]])
             held = self.client.get_metric_history(self.run_id, "train_loss")
@@ -123,7 +151,7 @@ class MlflowBackend(Backend):
             for i in range(0, len(metrics), BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH])
 
-    def log_epochs(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def _log_epochs(self, records: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -133,7 +161,7 @@ class MlflowBackend(Backend):
             self._log_metrics(metrics)
             self.logged = int(new[-1]["epoch"])
 
-    def log_final(self, values: Mapping[str, Sequence[tuple[int, float]]], files: Sequence[Path]) -> None:
+    def _log_final(self, values: Mapping[str, Sequence[tuple[int, float]]], files: Sequence[Path]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -143,7 +171,7 @@ class MlflowBackend(Backend):
             for path in files:
                 self.client.log_artifact(self.run_id, str(path), "figures" if path.suffix == ".png" else None)
 
-    def close(self, status: str) -> None:
+    def _close(self, status: str) -> None:
         if self.run_id is not None:
             with self._locked():
                 self.client.set_terminated(self.run_id, status)
