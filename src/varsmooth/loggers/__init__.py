@@ -183,20 +183,22 @@ class RunLogger:
         self.names, self.folder = list(names), folder
         self.backends: list[Backend] = []
         self.logged: list[int] = []  # per backend, the last epoch handed to it in this process
-        self.pending: tuple[dict, Sequence[Mapping[str, Any]]] | None = None  # (config, history) not yet all out
+        self.pending: tuple[Any, Sequence[Mapping[str, Any]]] | None = None  # (config, history) not yet all out
 
     def __call__(self, epoch: int, state: Any) -> None:
-        self._write(state.cfg.to_dict(), state.history, checkpointed=epoch - 1)
-        self.pending = (state.cfg.to_dict(), state.history)
+        self._write(state.cfg, state.history, checkpointed=epoch - 1)
+        self.pending = (state.cfg, state.history)
 
     def on_batch(self, epoch: int, pos: Any, out: Any, labels: Any) -> None:
         if self.pending is not None:  # the previous epoch's checkpoint is written now
             (config, history), self.pending = self.pending, None
             self._write(config, history, checkpointed=history[-1]["epoch"])
 
-    def _write(self, config: dict, history: Sequence[Mapping[str, Any]], *, checkpointed: int) -> None:
+    def _write(self, config: Any, history: Sequence[Mapping[str, Any]], *, checkpointed: int) -> None:
+        """Hand each backend the epochs of ``history`` it lacks, up to ``checkpointed`` for an ``after_checkpoint``
+        one; ``config``: the run's TrainConfig (its resolved dict opens the backends)."""
         if not self.backends:
-            ctx = RunContext.of(self.folder, config)
+            ctx = RunContext.of(self.folder, config.to_dict())
             for name in self.names:
                 backend = _backend(name)
                 backend.open(ctx)
@@ -215,7 +217,7 @@ class RunLogger:
         if not result.method.dist.is_main:
             return result
         self.pending = None
-        self._write(result.config.to_dict(), result.history, checkpointed=result.history[-1]["epoch"]
+        self._write(result.config, result.history, checkpointed=result.history[-1]["epoch"]
                     if result.history else 0)  # fmt: skip
         step = result.history[-1]["epoch"] if result.history else 0
         values = {f"final/{k}": [(step, v)] for k, v in scalars(result.metrics).items()}
