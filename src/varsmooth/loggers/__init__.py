@@ -48,6 +48,7 @@ __all__ = ["LOGGERS", "Backend", "RunContext", "RunLogger", "attach", "check_log
 LOGGERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 SEARCH_DIR = "ess-search"  # varsmooth.engine.ess_search.SEARCH_DIR (not imported: the engine imports this package)
 FIGURES = "figures"
+DPI = 80  # the figures are for a dashboard: smaller is faster to draw (the report's figures use plots.DPI)
 
 
 def check_loggers(names: Any) -> list[str]:
@@ -227,11 +228,13 @@ class RunLogger:
             for factor, scores in rung["scores"].items():
                 for key, v in scalars(scores).items():
                     values.setdefault(f"ess_search/f{factor}/{key}", []).append((int(rung["epochs"]), v))
-        candidate = self.folder.parent.name == SEARCH_DIR  # its predictions are not the run's: no figures
-        drawn = [] if candidate else figures(result, self.folder / FIGURES, self.folder.name)
-        files = [*drawn, self.folder / "final.json"]
-        for backend in self.backends:
-            backend.log_final(values, [f for f in files if f.is_file()])
+        final = [f for f in (self.folder / "final.json",) if f.is_file()]
+        for backend in self.backends:  # MLflow's worker stores these while the figures are drawn
+            backend.log_final(values, final)
+        if self.folder.parent.name != SEARCH_DIR:  # a candidate's predictions are not the run's: no figures
+            drawn = figures(result, self.folder / FIGURES, self.folder.name)
+            for backend in self.backends:
+                backend.log_final({}, drawn)
         self.close("FINISHED")
         return result
 
@@ -256,7 +259,7 @@ def figures(result: Any, folder: Path, title: str) -> list[Path]:
     preds = {f"{method} (mean)" if result.test_probs_pred is not None else method: (test_labels, result.test_probs)}
     if result.test_probs_pred is not None:
         preds[f"{method} (predictive)"] = (test_labels, result.test_probs_pred)
-    out = [plots.reliability_diagram(preds, folder / "reliability.png", title=title)]
+    out = [plots.save_figure(plots.reliability_diagram_figure(preds, title=title), folder / "reliability.png", dpi=DPI)]
     if result.train_probs is not None and result.train_probs_pred is not None:
         pos = run.train_pos
         size = np.linalg.norm(result.train_probs[pos] - result.train_probs_pred[pos], axis=1)
@@ -265,7 +268,7 @@ def figures(result: Any, folder: Path, title: str) -> list[Path]:
             flipped = run.flip_mask[pos]
             groups = {"flipped labels": size[flipped], "clean labels": size[~flipped]}
         out.append(plots.noise_histogram(groups, folder / "noise_histogram.png", logy=True,
-                                         xlabel="label-noise size ||eps_i||_2", title=title))
+                                         xlabel="label-noise size ||eps_i||_2", title=title))  # fmt: skip
     return out
 
 
