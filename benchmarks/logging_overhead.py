@@ -8,7 +8,8 @@ first). Prints the median wall time of each, their ratio, and the time spent ins
 (timed around every call: the overhead without the machine's noise), and, separately, what creating a new local
 MLflow store costs once (a ``varsmooth train --log mlflow`` run makes one in its folder; a sweep makes one).
 
-    nice python benchmarks/logging_overhead.py --epochs 4 --pairs 3
+    nice python benchmarks/logging_overhead.py                 # the cpu demo's 20 epochs, 3 pairs (~4 min)
+    nice python benchmarks/logging_overhead.py --epochs 5 --pairs 2   # a quick look
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class Timed:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=20, help="epochs per run (the cpu demo: 20)")
+    p.add_argument("--pairs", type=int, default=3, help="runs without and with the loggers, interleaved")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("mnist-subset")
