@@ -132,18 +132,11 @@ def test_measured_prose_is_the_committed_data():
         assert re.search(r"\d+\.\d", number).group(0) == diff(folder, setting, which), number
 
 
-# Pages other branches add to docs/ in the same round; the README links them already. Empty this set once they exist.
-PENDING_PAGES = {
-    "docs/gpu.md",
-    "docs/logging.md",
-}
-
-
 def test_readme_links_point_at_files_that_exist():
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
     local = [link for link in links if "://" not in link]
     assert len(local) >= 10
-    missing = [link for link in local if not (ROOT / link).exists() and link not in PENDING_PAGES]
+    missing = [link for link in local if not (ROOT / link).exists()]
     assert not missing, f"README links to files that do not exist: {missing}"
 
 

@@ -16,6 +16,7 @@ from .. import experiments as ex
 from ..errors import InputError
 from ..experiments import DEFAULT_EXPERIMENT
 from ..experiments.sweep import EXECUTORS, parse_shard
+from ..loggers import check_loggers
 from ..report.summary import summarize
 
 
@@ -45,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "take, timed on this device")
     p.add_argument("--cluster-gpus", type=int, default=None, metavar="N",
                    help="with --plan: also the wall time on a cluster of N GPUs")
+    p.add_argument("--log", action="append", default=[], metavar="NAME",
+                   help="log every run's curves to tensorboard (OUT/runs/NAME/tb) or mlflow (MLFLOW_TRACKING_URI, "
+                   "else OUT/mlflow.db; one experiment per sweep); repeatable (varsmooth.loggers)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -60,6 +64,10 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--cluster-gpus {args.cluster_gpus} is not allowed; give N >= 1, with --plan")
     if args.plan:
         return _plan(exp_id, preset, cfg, args)
+    if args.log:  # into every run's TrainConfig (the preset's train block), so it travels with each run's config
+        if not isinstance(cfg.get("train"), dict):
+            raise InputError(f"--log: experiment {exp_id!r} has no engine runs to log (no train block in its presets)")
+        cfg["train"] = {**cfg["train"], "loggers": check_loggers(args.log)}
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     runtime = ex.Runtime(jobs=args.jobs, shard=parse_shard(args.shard), progress=not args.no_progress,

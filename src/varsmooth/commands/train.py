@@ -69,8 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         kwargs = _flag_kwargs(f, hints[f.name])
         if f.metadata.get("metavar") and "action" not in kwargs:
             kwargs["metavar"] = f.metadata["metavar"]
+        flag = f.name.replace("_", "-")
+        if f.name == "loggers":  # --log tensorboard --log mlflow, as Lightning and HF name it
+            flag, kwargs = "log", {"action": "append", "dest": f.name, "metavar": "NAME"}
         # SUPPRESS: an option not given stays out of the namespace, so TrainConfig's own default applies
-        p.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, help=help_text, **kwargs)
+        p.add_argument(f"--{flag}", default=argparse.SUPPRESS, help=help_text, **kwargs)
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
 
 

@@ -39,6 +39,8 @@ from ..data import LabeledData
 from ..errors import InputError, os_errors
 from ..io import append_jsonl, check_folder, versions
 from ..lock import hold
+from ..loggers import attach as attach_loggers
+from ..loggers import require_folder
 from ..models import build_model
 from . import checkpoint as ckpt
 from .batches import EpochTotals, TrainBatches
@@ -164,8 +166,12 @@ def _train_or_search(
     model_factory: Callable[[], nn.Module] | None = None,
 ) -> TrainResult:
     def run_fixed(c: TrainConfig, folder, *, callbacks=callbacks, record=None, warn=True) -> TrainResult:
-        return _train_run(c, None if folder is None else Path(folder), run, callbacks, record or {}, warn,
-                          model_factory)
+        folder = None if folder is None else Path(folder)
+        with attach_loggers(c, folder) as logs:  # c.loggers: TensorBoard / MLflow, fed each epoch's record
+            return logs.done(_train_run(c, folder, run, [*callbacks, *logs.callbacks], record or {}, warn,
+                                        model_factory))
+
+    require_folder(cfg.loggers, out)  # loggers without a run folder: InputError before anything runs
 
     # the run folder's lock (varsmooth.lock) for the whole run, ess search included; rank 0 only (other ranks are
     # other processes and write nothing)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..loggers import check_loggers
 from ..models import MODELS
 from .methods import check_method, method_defaults
 from .precision import check_precision
@@ -124,6 +125,11 @@ class TrainConfig:
     num_workers: int = _opt(0, "processes loading batches (lazy image datasets)")
     progress: bool = _opt(True, "progress bars")
     save_train_predictions: bool = _opt(True, "predict every training example at the end (arrays.npz)")
+    loggers: list[str] = _opt(
+        help="also log each epoch's metrics, the config and the final figures to: tensorboard (RUN/tb) or mlflow "
+        "(MLFLOW_TRACKING_URI, else RUN/mlflow.db); repeat --log for both (varsmooth.loggers)",
+        factory=list, metavar="NAME",
+    )
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -140,7 +146,7 @@ class TrainConfig:
 # Options that may change when a run is resumed (they do not change what is computed in training).
 RESUME_FREE = (
     "epochs", "data_dir", "device", "progress", "num_workers", "eval_batch_size", "eval_every",
-    "save_train_predictions", "compile",
+    "save_train_predictions", "compile", "loggers",
 )  # fmt: skip
 
 
@@ -148,6 +154,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """A copy with every ``None`` default filled in for the method, checked; raises InputError. ``cfg`` itself is
     not changed. Every number must be finite and in range, every integer fit in 31 bits (seeds, sizes), every
     option have its type: the checks run before anything is loaded or written."""
+    loggers = check_loggers(cfg.loggers)
     for name in ("milestones", "ess_grid"):
         value = getattr(cfg, name)
         _check(value is None or isinstance(value, list | tuple), name, value, "a list")
@@ -155,7 +162,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         _check(isinstance(getattr(cfg, name), dict), name, getattr(cfg, name), "a mapping (JSON object)")
     cfg = dataclasses.replace(cfg, milestones=None if cfg.milestones is None else list(cfg.milestones),
                               ess_grid=list(cfg.ess_grid), model_options=dict(cfg.model_options),
-                              data_options=dict(cfg.data_options))  # fmt: skip
+                              data_options=dict(cfg.data_options), loggers=loggers)  # fmt: skip
     for name in ("dataset", "model", "method", "corruption", "schedule_unit", "ess_score"):
         _check(isinstance(getattr(cfg, name), str), name, getattr(cfg, name), "a string")
     for name in ("data_dir", "noisy_labels", "noisy_labels_key", "schedule"):
