@@ -80,11 +80,17 @@ def _syncs(cfg: TrainConfig, data, monkeypatch) -> collections.Counter:
 
 @pytest.mark.parametrize("method", ["erm", "ols", "sam", "ivon"])
 def test_no_read_back_per_step(method, mnist, monkeypatch):
-    """The same number of read-backs with 10 steps per epoch as with 40: none of them is per step."""
+    """The same number of read-backs with 10 steps per epoch as with 40: none of them is per step (IVON: one per
+    step, its non-finite guard, and no other)."""
     cfg = _cfg(method=method, epochs=2, test_samples=2)
     few = _syncs(dataclasses.replace(cfg, batch_size=100), mnist, monkeypatch)
     many = _syncs(dataclasses.replace(cfg, batch_size=25), mnist, monkeypatch)
     print(method, "read-backs in 2 epochs with 10 steps/epoch:", dict(few), "with 40:", dict(many))
+    if method == "ivon":  # IVON's guard: one read per optimizer step of whether its h_hat is finite (a NaN or inf
+        # gradient skips the step instead of entering the state), as torch's GradScaler reads found_inf; nothing else
+        guard = collections.Counter({"_local_scalar_dense": 2 * (40 - 10)})
+        assert many - few == guard and few - many == collections.Counter()
+        return
     assert few == many
     assert sum(few.values()) > 0  # the counter sees the per-epoch reads (metrics, evaluation)
 
