@@ -49,7 +49,8 @@ def plan_configs(exp_id: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import experiments as ex
 
     module = importlib.import_module(f"varsmooth.experiments.{ex.experiments()[exp_id]}")
-    cfg = {**cfg, "data_dir": cfg.get("data_dir") or "(not read by --plan)"}
+    if str(cfg.get("dataset", "")).lower() not in BUNDLED:  # a bundled dataset refuses a data_dir
+        cfg = {**cfg, "data_dir": cfg.get("data_dir") or "(not read by --plan)"}
     if hasattr(module, "configs"):
         return module.configs(cfg)
     if exp_id == "noisy-accuracy":
