@@ -6,14 +6,13 @@ A second run checks the default per-rank seeding: no generator given, the ranks 
 """
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from _spawn_ranks import spawn_ranks
 from varsmooth.optim import IVON
 
 STEPS = 8
@@ -73,27 +72,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(world: int, out: str, tries: int = 3) -> None:
-    """Run the workers; a port taken between choosing it and binding it (a race with other processes) is retried
-    on a new port, any other failure is raised."""
-    for attempt in range(tries):
-        try:
-            mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
-            return
-        except mp.ProcessRaisedException as err:
-            text = str(err).lower()
-            if attempt + 1 == tries or not ("address already in use" in text or "distnetworkerror" in text):
-                raise
-
-
 def test_two_ranks_equal_one_process_with_two_mc_samples(tmp_path):
-    _spawn(2, str(tmp_path))
+    spawn_ranks(_worker, 2, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     torch.set_num_threads(1)

@@ -9,14 +9,13 @@
 
 import io
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from _spawn_ranks import spawn_ranks
 from varsmooth.optim import IVON
 from varsmooth.optim.ivon_shard import CHUNK, chunk_seed
 
@@ -102,24 +101,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(world: int, out: str, tries: int = 3) -> None:
-    """As in tests/test_ivon_dist.py: a port taken between choosing and binding it is retried on a new one."""
-    for attempt in range(tries):
-        try:
-            mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
-            return
-        except mp.ProcessRaisedException as err:
-            text = str(err).lower()
-            if attempt + 1 == tries or not ("address already in use" in text or "distnetworkerror" in text):
-                raise
-
-
 def _oracle_noise(shape, draw: int, index: int) -> torch.Tensor:
     """The full-shape noise of parameter ``index`` at draw ``draw``: chunks of CHUNK from seeded generators."""
     n, parts = int(torch.Size(shape).numel()), []
@@ -130,7 +111,7 @@ def _oracle_noise(shape, draw: int, index: int) -> torch.Tensor:
 
 
 def test_fsdp2_two_ranks(tmp_path):
-    _spawn(2, str(tmp_path))
+    spawn_ranks(_worker, 2, str(tmp_path))
     res = torch.load(tmp_path / "fsdp.pt")
 
     # sigma negligible: plain IVON, one process, whole batch
