@@ -114,16 +114,17 @@ def _cluster(runtime: ex.Runtime, out: Path):
     if runtime.executor != "ray":
         yield
         return
-    from ..experiments.ray_executor import check_cluster, cluster
+    from ..experiments.ray_executor import checked_cluster
 
-    with cluster() as ray:
-        check_cluster(ray, out, gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run)
+    with checked_cluster(out, gpus_per_run=runtime.gpus_per_run, cpus_per_run=runtime.cpus_per_run):
         yield
+
+
 def _plan(exp_id: str, preset: str, cfg: dict, args: argparse.Namespace) -> int:
     from ..engine.runfolder import device_of
     from .plan import format_plan, plan, plan_configs
 
     result = plan(plan_configs(exp_id, cfg), device_of("auto"))
-    print(format_plan(result, exp_id=exp_id, preset=preset, gpus_per_run=getattr(args, "gpus_per_run", None),
+    print(format_plan(result, exp_id=exp_id, preset=preset, gpus_per_run=args.gpus_per_run,
                       cluster_gpus=args.cluster_gpus))  # fmt: skip
     return 0

@@ -116,6 +116,16 @@ def cluster(*, connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def checked_cluster(out: str | Path, *, gpus_per_run: float, cpus_per_run: int) -> Iterator[Any]:
+    """:func:`cluster` with the options and the cluster checked for ``out`` (:func:`check_options`,
+    :func:`check_cluster`) before the block; yields the ``ray`` module."""
+    check_options(gpus_per_run, cpus_per_run)
+    with cluster() as ray:
+        check_cluster(ray, out, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+        yield ray
+
+
 def _nodes(ray) -> list[dict[str, Any]]:
     return [n for n in ray.nodes() if n.get("Alive")]
 

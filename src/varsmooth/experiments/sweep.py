@@ -197,11 +197,9 @@ def run_sweep(
     if executor == "ray":
         if callable(run_fn):
             raise ValueError("executor 'ray' needs run_fn as a 'module:function' string")
-        from . import ray_executor
+        from .ray_executor import checked_cluster
 
-        ray_executor.check_options(gpus_per_run, cpus_per_run)
-        with ray_executor.cluster() as ray:
-            ray_executor.check_cluster(ray, out, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+        with checked_cluster(out, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run):
             return _sweep(configs, out, run_fn, jobs=jobs, shard=shard, progress=progress, retry_failed=retry_failed,
                           ray_resources=(gpus_per_run, cpus_per_run))  # fmt: skip
     return _sweep(configs, out, run_fn, jobs=jobs, shard=shard, progress=progress, retry_failed=retry_failed)
