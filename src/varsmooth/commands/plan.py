@@ -3,8 +3,8 @@
 Nothing is trained or written. The run list comes from the experiment's own config builder (its ``configs``
 function, or the comparison grid of :func:`varsmooth.experiments.comparison.comparison_configs` for
 ``noisy-accuracy``). Each run's length in optimizer steps follows from its resolved :class:`TrainConfig` and the
-dataset's training-set size (``train_subset``, ``val_fraction``; IVON with ``ess: auto`` adds its successive-halving
-search, :func:`varsmooth.engine.ess_search.rung_epochs`). The time per step is measured on synthetic batches of the
+dataset's training-set size (``train_subset``, ``val_fraction``; IVON with ``ess: auto`` adds its
+search, :func:`varsmooth.engine.ess_search.planned_cost`). The time per step is measured on synthetic batches of the
 run's shape, per model and method kind (SGD methods, SAM's two passes, IVON), with the run's precision and
 ``compile``; evaluation is timed as forward passes per image (IVON: ``1 + test_samples`` passes over the test and
 validation splits and its induced-noise subset at each evaluated epoch).
@@ -25,7 +25,7 @@ import torch
 
 from ..data import BUNDLED, load_dataset
 from ..engine import TrainConfig, build_method, finalize_config, resolve_config
-from ..engine.ess_search import rung_epochs
+from ..engine.ess_search import planned_cost
 from ..engine.evaluation import NOISE_SUBSET
 from ..engine.precision import autocast, check_runtime, compile_model, uses_channels_last
 from ..errors import InputError
@@ -77,14 +77,10 @@ def _kind(method: str) -> str:
 
 
 def _epochs_trained(cfg: TrainConfig) -> int:
-    """Epochs of training a run costs: ``epochs``, or for ``ess: auto`` the whole successive-halving search."""
+    """Epochs of training a run costs: ``epochs``, or for ``ess: auto`` the whole search (every candidate)."""
     if not (_kind(cfg.method) == "ivon" and cfg.ess == "auto"):
         return cfg.epochs
-    alive, done, total = len(set(cfg.ess_grid)), 0, 0
-    for e in sorted({min(e, cfg.epochs) for e in rung_epochs(cfg.schedule_epochs, alive)}):
-        total += (e - done) * alive
-        alive, done = math.ceil(alive / 2), e
-    return total + cfg.epochs - done
+    return planned_cost(cfg.schedule_epochs, cfg.epochs, len(set(cfg.ess_grid)))[2]
 
 
 def _sync(device: torch.device) -> None:

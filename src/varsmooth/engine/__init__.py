@@ -9,7 +9,7 @@
   and :func:`noise_summary` (the induced label noise ``eps = p_mean - p_pred``, Eq. 9);
 - :mod:`.rundata`: the data of a run (subset, corruption, validation split) and the seeding rule;
 - :mod:`.checkpoint`: the checkpoint schema and :func:`restore`; :mod:`.schedules`, :mod:`.parallel`;
-- :mod:`.ess_search`: ``ess="auto"``, IVON's ess chosen by successive halving on a noisy validation split.
+- :mod:`.ess_search`: ``ess="auto"``, IVON's ess chosen on a noisy validation split at the end of training.
 """
 
 from .checkpoint import Checkpoint, restore

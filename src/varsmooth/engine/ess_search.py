@@ -1,27 +1,37 @@
-"""IVON's ess chosen by the tool (``ess: "auto"``): successive halving over a small grid on the noisy validation split.
+"""IVON's ess chosen by the tool (``ess: "auto"``): every candidate trains the whole schedule; the noisy validation
+split at its end picks one.
 
 ess sets the posterior width ``sigma^2 = 1 / (ess (h + delta))`` (the paper's Alg. 1) and so how much label noise
-IVON induces; the best value depends on the data and the corruption, and the paper's ``ess = N`` can be far from
-it on a short run. A validation split carved from the *noisy* training pool ranks the candidates without touching
-the test set.
+IVON induces; the best value depends on the data, the corruption and the length of training, and the paper's
+``ess = N`` can be far from it. A validation split carved from the *noisy* training pool ranks the candidates
+without touching the test set.
 
-Successive halving (Jamieson & Talwalkar 2016; Li et al. 2018): with ``k`` candidate factors ``f`` of the
-training-set size N and a schedule of ``E`` epochs (``schedule_epochs``), there are ``R = ceil(log2 k)`` rungs.
-Rung ``r`` (0-based) trains every surviving candidate to epoch ``e_r = max(1, round(E * 2**(r - R)))``, continuing
-from its own checkpoint, with the learning-rate schedule and the Hessian horizon of the full run; it scores each on
-the validation split at the posterior predictive -- by NLL (``ess_score="val_pred_nll"``, the default; ties: higher
-accuracy) or by accuracy (``"val_pred_acc"``; ties: lower NLL) -- and keeps the better half (rounded up). NLL is a
-proper score of the noisy labels and keeps separating candidates early in training, when their accuracies are
-still level (README, "ess auto"). The one survivor continues to ``epochs`` (usually ``E``) and *is* the final
-run, so no epoch is trained twice. With ``k = 4``: ``4 E/4 + 2 E/4 + 1 E/2 = 2E`` epochs, twice one run.
+Rule: with ``k`` candidate factors ``f`` of the training-set size N (``ess_grid``) and a schedule of ``E`` epochs
+(``schedule_epochs``), each candidate trains to ``e = min(E, epochs)`` with the learning-rate schedule and the
+Hessian horizon of the full run, and is scored there on the validation split. The best one *is* the final run, so no
+epoch is trained twice: the search costs ``k e + (epochs - e)`` epochs, ``k`` runs of training (3 with the default
+grid, the cost of a small LS alpha grid). Why the end and not earlier rungs: a network fits its flipped labels late
+in training, when the learning rate decays; a rung at ``E/4`` or ``E/2`` (successive halving, the rule before) sees
+candidates still level and drops the one that resists memorization (docs/design.md, "ess auto").
+
+Score (``ess_score``): ``"val_acc"`` (the default) ranks by accuracy of the posterior mean on the noisy labels,
+the predictor whose test accuracy is reported, ties by lower predictive NLL; ``"val_pred_acc"`` by accuracy of the
+posterior predictive (ties: lower NLL); ``"val_pred_nll"`` by predictive NLL (ties: higher accuracy). On noisy
+labels the accuracy of a predictor whose errors go to other classes is ``(1 - p)`` times its clean accuracy under
+symmetric noise plus a constant; under pair-flip noise at rate ``p`` a predictor that has memorized a flip predicts the
+pair class, which the noisy label names with probability ``p``, so noisy accuracy is ``p + (1 - 2p)`` times the
+clean accuracy: monotone, compressed by ``1 - 2p``. NLL instead rewards spreading mass between a class and its pair,
+which a wide posterior does whether or not its argmax is right, so it can rank a candidate that memorized above one
+that did not.
 
 Layout: candidates are ordinary run folders ``OUT/ess-search/f<factor>/``; the winner's checkpoint is copied to
 ``OUT`` and finished there, so ``OUT`` is a complete run folder whose ``config.json`` holds the numeric ess and the
-search record (``ess_search``: grid, rungs with every score, the choice, the cost in epochs). Everything resumes:
-finished candidates are not retrained. A candidate that diverges scores ``-inf`` and is recorded as such.
+search record (``ess_search``: grid, the rung with every candidate's scores, the choice, the cost in epochs and
+runs). Everything resumes: finished candidates are not retrained. A candidate that diverges scores worst and is
+recorded as such.
 
 With ``progress`` on, the search says first what it will cost (:func:`planned_cost`, in runs of training) and shows
-one progress bar on stderr over its trainings (one per candidate and rung, then the final run).
+one progress bar on stderr over its trainings (one per candidate, then the final run).
 """
 
 from __future__ import annotations
@@ -47,28 +57,25 @@ from .trainconfig import RESUME_FREE
 __all__ = ["SEARCH_DIR", "planned_cost", "rung_epochs", "search_ess"]
 
 SEARCH_DIR = "ess-search"
-SCORED = ("val_pred_nll", "val_pred_acc", "val_acc", "sigma_median")  # recorded per candidate and rung
+# recorded per candidate; the test accuracies are never ranked on, they show afterwards what a choice was worth
+SCORED = ("val_acc", "val_pred_acc", "val_pred_nll", "val_nll", "sigma_median", "test_acc", "test_pred_acc")
 
 # run_fn(cfg, out, callbacks=..., record=..., warn=...) -> TrainResult: one run at a fixed ess (varsmooth.engine.train)
 RunFn = Callable[..., Any]
 
 
-def rung_epochs(epochs: int, candidates: int) -> list[int]:
-    """Epoch reached at each rung of successive halving over ``candidates`` values of a run of ``epochs``."""
-    rungs = math.ceil(math.log2(candidates)) if candidates > 1 else 0
-    return [max(1, round(epochs * 2.0 ** (r - rungs))) for r in range(rungs)]
+def rung_epochs(schedule_epochs: int, epochs: int, candidates: int) -> list[int]:
+    """The epochs at which candidates are scored: the end of the run (``min(schedule_epochs, epochs)``); none when
+    there is a single candidate."""
+    return [max(1, min(schedule_epochs, epochs))] if candidates > 1 else []
 
 
 def planned_cost(schedule_epochs: int, epochs: int, candidates: int) -> tuple[list[int], list[int], int]:
-    """``(rung epochs, candidates alive at each rung, total epochs trained)`` of a search over ``candidates`` factors
+    """``(rung epochs, candidates scored at each, total epochs trained)`` of a search over ``candidates`` factors
     whose final run trains to ``epochs`` on a schedule of ``schedule_epochs``: the cost known before it starts."""
-    rungs = sorted({min(e, epochs) for e in rung_epochs(schedule_epochs, candidates)})
-    alive, sizes, cost, previous = candidates, [], 0, 0
-    for e in rungs:
-        sizes.append(alive)
-        cost += (e - previous) * alive
-        alive, previous = math.ceil(alive / 2), e
-    return rungs, sizes, cost + epochs - previous
+    rungs = rung_epochs(schedule_epochs, epochs, candidates)
+    cost = sum(e * candidates for e in rungs)
+    return rungs, [candidates] * len(rungs), cost + epochs - (rungs[-1] if rungs else 0)
 
 
 def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = False):
@@ -83,9 +90,10 @@ def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = Fals
 
 
 def _rank_key(scores: dict, by: str) -> tuple[float, float]:
-    """Sort key, best first: ``by`` = "val_pred_nll" ranks by lower NLL then higher accuracy, "val_pred_acc" by
-    higher accuracy then lower NLL; missing or non-finite values rank last."""
-    acc, nll = scores.get("val_pred_acc"), scores.get("val_pred_nll")
+    """Sort key, best first: ``by`` = "val_pred_nll" ranks by lower predictive NLL then higher predictive accuracy;
+    "val_acc" and "val_pred_acc" by that higher accuracy then lower predictive NLL; missing or non-finite values rank
+    last."""
+    acc, nll = scores.get("val_pred_acc" if by == "val_pred_nll" else by), scores.get("val_pred_nll")
     acc = -math.inf if acc is None or not math.isfinite(acc) else float(acc)
     nll = math.inf if nll is None or not math.isfinite(nll) else float(nll)
     return (nll, -acc) if by == "val_pred_nll" else (-acc, nll)
@@ -149,19 +157,17 @@ def search_ess(
     planned, sizes, planned_epochs = planned_cost(cfg.schedule_epochs, cfg.epochs, len(factors))
     if cfg.progress:
         sys.stderr.write(
-            f"varsmooth: ess auto: {len(factors)} candidates (ess = {', '.join(f'{f:g}' for f in factors)} x N) by "
-            f"successive halving on the validation split, rungs at epochs {planned or '-'}; this costs "
-            f"{planned_epochs} epochs, {planned_epochs / cfg.epochs:g} runs of training\n"
+            f"varsmooth: ess auto: {len(factors)} candidates (ess = {', '.join(f'{f:g}' for f in factors)} x N), "
+            f"each trained to epoch {planned[0] if planned else cfg.epochs} and ranked by {cfg.ess_score} on the "
+            f"validation split; this costs {planned_epochs} epochs, {planned_epochs / cfg.epochs:g} runs of training\n"
         )
     bar = tqdm(total=sum(sizes) + 1, desc="ess auto", unit="run", disable=not cfg.progress, leave=False)
     with bar, tempfile.TemporaryDirectory(prefix="varsmooth-ess-") as tmp:
         root = Path(tmp) if out is None else out
         state_file = root / SEARCH_DIR / "search.json"
-        done = _finished_rungs(state_file, cfg, factors)  # a re-run reuses the rungs already scored
+        done = _finished_rungs(state_file, cfg, factors)  # a re-run reuses the rung already scored
         alive, rungs, cost = factors, [], 0
-        # rungs on the schedule's length, so a run stopped early and continued makes the same choice
-        for epochs in sorted({min(e, cfg.epochs) for e in rung_epochs(cfg.schedule_epochs, len(factors))}):
-            previous = rungs[-1]["epochs"] if rungs else 0
+        for epochs in planned:  # on the schedule's length, so a run stopped early and continued chooses the same
             if len(done) > len(rungs) and done[len(rungs)]["epochs"] == epochs:
                 rung = done[len(rungs)]
                 bar.update(len(alive))
@@ -169,12 +175,11 @@ def search_ess(
                 rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
                                                                 callbacks, diverged, bar)}  # fmt: skip
                 ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
-                rung["kept"] = [f"{f:g}" for f in ranked[: math.ceil(len(alive) / 2)]]
-            cost += (epochs - previous) * len(alive)
+                rung["kept"] = [f"{ranked[0]:g}"]
+            cost += epochs * len(alive)
             alive = [f for f in alive if f"{f:g}" in rung["kept"]]
-            alive.sort(key=lambda f: rung["kept"].index(f"{f:g}"))
             rungs.append(rung)
-            if out is not None:  # progress: a killed search resumes after its last scored rung
+            if out is not None:  # progress: a killed search resumes after its scored rung
                 write_json(state_file, {"config": _fingerprint(cfg), "grid": [f"{f:g}" for f in factors],
                                         "rungs": rungs})  # fmt: skip
         chosen = alive[0]

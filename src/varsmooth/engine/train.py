@@ -143,7 +143,7 @@ def train(
     its checkpoint); a callback with ``on_batch(epoch, pos, out: StepOutput, labels)`` is also called after
     every step with the pool positions ``pos`` (B,) of the step's (local) batch. A callback with ``state_dict()`` /
     ``load_state_dict()`` is checkpointed and restored on resume. IVON with ``ess="auto"`` (the default when a
-    validation split exists) first chooses ess by successive halving (:mod:`varsmooth.ess_search`). Raises
+    validation split exists) first chooses ess (:mod:`varsmooth.engine.ess_search`). Raises
     InputError (bad input, nothing written) and :class:`TrainingDiverged` (NaN/inf loss; the last good checkpoint
     stays).
     """

@@ -37,10 +37,11 @@ HESSIAN_HORIZON = 2.0
 # ess = DEFAULT_ESS_FACTOR * N when there is no validation split to choose it on (README, "ess without a
 # validation split"): the single factor measured to be the most robust across settings.
 DEFAULT_ESS_FACTOR = 1.0
-# What "ess: auto" ranks candidates by: predictive NLL or accuracy on the noisy validation split (README, "ess auto").
-ESS_SCORES = ("val_pred_nll", "val_pred_acc")
-# The candidate factors of N that "ess: auto" chooses from by successive halving (varsmooth.engine.ess_search).
-ESS_GRID = (1.0, 0.25, 0.0625, 0.015625)
+# What "ess: auto" ranks candidates by on the noisy validation split at the end of training: accuracy of the
+# posterior mean (the default), of the predictive, or predictive NLL (varsmooth.engine.ess_search; README, "ess auto").
+ESS_SCORES = ("val_acc", "val_pred_acc", "val_pred_nll")
+# The candidate factors of N that "ess: auto" trains to the end and chooses from (varsmooth.engine.ess_search).
+ESS_GRID = (0.25, 0.0625, 0.015625)
 
 
 def _opt(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None, metavar: str | None = None):
@@ -93,14 +94,15 @@ class TrainConfig:
     rho: float | None = _opt(None, "sam: neighbourhood size (default 0.05)")
     adaptive: bool = _opt(False, "sam: adaptive SAM")
     ess: float | str | None = _opt(
-        None, "IVON effective sample size: a number, or 'auto' (chosen on the noisy validation split by successive "
-        "halving); None: 'auto' when --val-fraction > 0 and no --ess-factor is given, else ess-factor * N",
+        None, "IVON effective sample size: a number, or 'auto' (each of ess_grid trained to the end, the best on the "
+        "noisy validation split kept); None: 'auto' when --val-fraction > 0 and no --ess-factor is given, else "
+        "ess-factor * N",
     )
     ess_factor: float | None = _opt(None, "ess = factor * N; None: DEFAULT_ESS_FACTOR (1)")
     ess_grid: list[float] = _opt(help="ess 'auto': the candidate factors of N", factory=lambda: list(ESS_GRID))
     ess_score: str = _opt(
-        "val_pred_nll", "ess 'auto': rank candidates by val_pred_nll (lower is better) or val_pred_acc, on the noisy "
-        "validation split at the posterior predictive",
+        "val_acc", "ess 'auto': rank candidates on the noisy validation split by val_acc (posterior mean accuracy), "
+        "val_pred_acc (predictive accuracy) or val_pred_nll (predictive NLL, lower is better)",
     )
     hess_init: float | None = _opt(None, "IVON Hessian initialisation h0; None: the method's")
     beta1: float = _opt(0.9, "IVON gradient momentum")

@@ -8,7 +8,8 @@ atypical and mislabeled examples (Fig. 1, 3), and IVON copes with label errors b
 1. ``accuracy/``: ERM, LS and IVON (MLP 784-256-256-10). Hyperparameters are chosen honestly, on a validation
    split carved from the *noisy* training set (the "fair" protocol, docs/design.md): LS's alpha from ``ls_alphas``
    (one run each, the best by validation accuracy) and IVON's ess by the engine itself (IVON with nothing given,
-   ``ess="auto"``: successive halving over factors of N on the same split, :mod:`varsmooth.engine.ess_search`;
+   ``ess="auto"``: candidate factors of N trained to the end, the best on the same split kept,
+   :mod:`varsmooth.engine.ess_search`;
    ``summary.json`` records the chosen factor and the search). Why ess is searched at all: ess sets the posterior
    width ``sigma^2 = 1 / (ess (h + delta))`` and so the amount of label noise; ess = N (the paper's default) can
    be too narrow under heavy noise, and too small an ess stops learning. Under symmetric noise, accuracy on noisy
@@ -140,7 +141,7 @@ def run(cfg: dict[str, Any], out: Path, runtime=None) -> dict:
         "ivon_ess_factor": best["ivon"]["value"],
         "ivon_ess_search": acc_summary["ivon_ess_search"],
         "selection": "alpha by accuracy on a noisy validation split carved from the training set; ess chosen on the "
-        "same split by the engine (ess auto, successive halving)",
+        "same split by the engine (ess auto)",
         "top_k": gal_summary["top_k"],
         "flipped_rate": det["flipped_rate"],
         "flipped_frac_top_k": det["flipped_frac_top_k"],
@@ -256,8 +257,8 @@ def accuracy_section(
     if reliability_figure(path, path.parent / "runs", best, corruption=str(cfg["corruption"])) is not None:
         figures.append("reliability.png")
     summary = {
-        "protocol": "alpha chosen by validation accuracy (noisy labels), ess by the engine's successive halving on "
-        "the same split; test set read once per run",
+        "protocol": "alpha chosen by validation accuracy (noisy labels), ess by the engine's search (candidates "
+        "trained to the end) on the same split; test set read once per run",
         "n_train": n_train,
         **{
             f"{m}_selected": {k: best[m][k] for k in ("name", "value", "val_pred_acc", "test_acc", "test_pred_acc")}
