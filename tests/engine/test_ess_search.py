@@ -1,5 +1,5 @@
-"""IVON without tuning: the Hessian horizon (beta2 from the run length), ess chosen by successive halving on the
-noisy validation split, and the posterior diagnostics with the warning when h has not moved."""
+"""IVON without tuning: the Hessian horizon (beta2 from the run length), ess chosen on the noisy validation split at
+the end of training, and the posterior diagnostics with the warning when h has not moved."""
 
 import importlib
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from varsmooth.engine.ess_search import SEARCH_DIR, rung_epochs
+from varsmooth.engine.ess_search import SEARCH_DIR, planned_cost, rung_epochs
 from varsmooth.engine.evaluation import noise_summary
 from varsmooth.engine.methods import hessian_warning
 from varsmooth.engine.train import TrainConfig, resolve_config, train
@@ -129,9 +129,9 @@ def test_noise_summary_against_a_loop():
 # ess: auto
 
 
-def test_rung_epochs():
-    assert rung_epochs(40, 4) == [10, 20] and rung_epochs(40, 3) == [10, 20] and rung_epochs(40, 2) == [20]
-    assert rung_epochs(40, 1) == [] and rung_epochs(2, 4) == [1, 1]
+def test_rung_epochs_are_the_end_of_the_run():
+    assert rung_epochs(40, 40, 3) == [40] and rung_epochs(40, 10, 3) == [10]  # stopped early: scored where it stops
+    assert rung_epochs(40, 40, 1) == []  # one candidate: nothing to choose
 
 
 @pytest.fixture(scope="module")
@@ -153,45 +153,36 @@ def test_auto_records_grid_scores_and_choice(auto_run):
     record = read_json(out / "config.json")["ess_search"]
     state = read_json(out / SEARCH_DIR / "search.json")  # the record plus what it was computed for
     assert {k: v for k, v in state.items() if k != "config"} == record and state["config"]["ess"] == "auto"
-    assert record["grid"] == ["1", "0.25", "0.0625"] and len(record["rungs"]) == 2
-    assert record["score"] == "val_pred_nll"  # the default ranking
-    first, second = record["rungs"]
-    assert first["epochs"] == 1 and second["epochs"] == 2  # E/4 and E/2 of 4 epochs
-    assert set(first["scores"]) == {"1", "0.25", "0.0625"} and len(first["kept"]) == 2
-    assert set(second["scores"]) == set(first["kept"]) and len(second["kept"]) == 1
-    for rung in record["rungs"]:  # the kept ones are the best by validation predictive accuracy
-        ranked = sorted(rung["scores"], key=lambda f: (rung["scores"][f]["val_pred_nll"],
-                                                       -rung["scores"][f]["val_pred_acc"]))  # fmt: skip
-        assert rung["kept"] == ranked[: len(rung["kept"])]
-    chosen = record["chosen_factor"]
-    assert f"{chosen:g}" == second["kept"][0]
+    assert record["grid"] == ["1", "0.25", "0.0625"] and record["score"] == "val_acc"  # the default ranking
+    (rung,) = record["rungs"]
+    assert rung["epochs"] == 4 and set(rung["scores"]) == {"1", "0.25", "0.0625"}  # every candidate, at the end
+    ranked = sorted(rung["scores"], key=lambda f: (-rung["scores"][f]["val_acc"], rung["scores"][f]["val_pred_nll"]))
+    assert rung["kept"] == ranked[:1] and f"{record['chosen_factor']:g}" == ranked[0]
+    for f, scores in rung["scores"].items():  # each candidate's own run folder holds the scores recorded for it
+        final = read_json(out / SEARCH_DIR / f"f{f}" / "final.json")
+        assert {k: final[k] for k in scores} == scores and "test_acc" in scores
     n = len(result.run.train_pos)
-    assert result.config.ess == chosen * n == read_json(out / "config.json")["config"]["ess"]
-    assert record["cost_epochs"] == 3 * 1 + 2 * 1 + 2 and record["cost_runs"] == pytest.approx(7 / 4)
-    assert result.metrics["ess_search_cost_runs"] == pytest.approx(7 / 4)
+    assert result.config.ess == record["chosen_factor"] * n == read_json(out / "config.json")["config"]["ess"]
+    assert record["cost_epochs"] == 3 * 4 and record["cost_runs"] == 3 == result.metrics["ess_search_cost_runs"]
 
 
 def test_auto_final_run_equals_a_fresh_run_at_the_chosen_ess(auto_run):
     out, result = auto_run
-    fresh = train(_cfg(ess_factor=read_json(out / "config.json")["ess_search"]["chosen_factor"]))
-    for a, b in zip(result.model.parameters(), fresh.model.parameters(), strict=True):
-        assert torch.equal(a, b)  # the winner continued from its rung checkpoint, bit-exact
-    assert result.metrics["test_acc"] == fresh.metrics["test_acc"]
-    # a rung's recorded score is that of a run stopped at the rung's epoch
     record = read_json(out / "config.json")["ess_search"]
-    f = record["rungs"][0]["kept"][-1]
-    short = train(_cfg(ess_factor=float(f), epochs=1, schedule_epochs=4))
-    assert record["rungs"][0]["scores"][f]["val_pred_nll"] == short.metrics["val_pred_nll"]
-    assert record["rungs"][0]["scores"][f]["val_pred_acc"] == short.metrics["val_pred_acc"]
+    fresh = train(_cfg(ess_factor=record["chosen_factor"]))
+    for a, b in zip(result.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # the winner's own training, finished in OUT, bit-exact
+    assert result.metrics["test_acc"] == fresh.metrics["test_acc"]
+    assert record["rungs"][0]["scores"][f"{record['chosen_factor']:g}"]["val_acc"] == fresh.metrics["val_acc"]
 
 
-def test_auto_ranking_by_accuracy_is_an_option(tmp_path):
-    result = train(_cfg(ess_grid=[1.0, 0.0625], ess_score="val_pred_acc", epochs=2), tmp_path)
+def test_auto_ranking_by_another_score_is_an_option(tmp_path):
+    result = train(_cfg(ess_grid=[1.0, 0.0625], ess_score="val_pred_nll", epochs=2), tmp_path)
     (rung,) = read_json(tmp_path / "config.json")["ess_search"]["rungs"]
-    best = max(rung["scores"], key=lambda f: (rung["scores"][f]["val_pred_acc"], -rung["scores"][f]["val_pred_nll"]))
+    best = min(rung["scores"], key=lambda f: (rung["scores"][f]["val_pred_nll"], -rung["scores"][f]["val_pred_acc"]))
     assert rung["kept"] == [best] and result.metrics["ess_factor_chosen"] == float(best)
     with pytest.raises(InputError, match="ess_score"):
-        resolve_config(_cfg(ess_score="test_acc"))
+        resolve_config(_cfg(ess_score="test_acc"))  # the test split never chooses
 
 
 def test_auto_rerun_resumes_without_retraining(auto_run):
@@ -205,14 +196,12 @@ def test_auto_rerun_resumes_without_retraining(auto_run):
 def test_search_says_its_cost_and_shows_progress(tmp_path, capsys):
     """With progress on, ess auto states its cost in runs of training before it starts (equal to the recorded cost)
     and draws one bar over its trainings on stderr; with progress off it writes nothing there."""
-    from varsmooth.engine.ess_search import planned_cost
-
-    assert planned_cost(4, 4, 4) == ([1, 2], [4, 2], 8)  # 4 E/4 + 2 E/4 + 1 E/2 = 2E
-    assert planned_cost(8, 8, 3) == ([2, 4], [3, 2], 14)  # 3 E/4 + 2 E/4 + 1 E/2
+    assert planned_cost(4, 4, 4) == ([4], [4], 16)  # every candidate to the end: 4 runs
+    assert planned_cost(8, 4, 3) == ([4], [3], 12) and planned_cost(8, 8, 1) == ([], [], 8)
     result = train(_cfg(ess_grid=[1.0, 0.0625], epochs=2, progress=True), tmp_path / "on")
     err = capsys.readouterr().err
     cost = read_json(tmp_path / "on" / "config.json")["ess_search"]["cost_runs"]
-    assert f"this costs 3 epochs, {cost:g} runs of training" in err and "ess auto" in err.split("costs")[1]
-    assert result.metrics["ess_search_cost_runs"] == cost == 1.5
+    assert f"this costs 4 epochs, {cost:g} runs of training" in err and "ess auto" in err.split("costs")[1]
+    assert result.metrics["ess_search_cost_runs"] == cost == 2
     train(_cfg(ess_grid=[1.0, 0.0625], epochs=2), tmp_path / "off")
     assert capsys.readouterr().err == ""

@@ -82,7 +82,7 @@ def test_demo_ivon_ess_is_the_engines_auto_choice(demo_dir):
     assert last["kept"][0] == f"{factor:g}" and set(last["scores"]) <= set(search["grid"])
     assert all(np.isfinite(v["val_pred_nll"]) for v in search["rungs"][0]["scores"].values())
     assert len(search["rungs"][0]["scores"]) == len(search["grid"])  # every candidate scored in the first rung
-    assert 1 <= search["cost_runs"] <= 2.5
+    assert search["cost_runs"] == len(search["grid"]) <= 3  # every candidate trains the whole run
     rows = read_csv(demo_dir / "accuracy" / "results.csv")
     ivon = [r for r in rows if r["method"] == "ivon"]
     assert {r["hyper_value"] for r in ivon} == {str(factor)} and all(r["selected"] == "True" for r in ivon)

@@ -54,7 +54,7 @@ from ..io import atomic_write, read_json, write_json
 from ..lock import hold
 from .trainconfig import RESUME_FREE
 
-__all__ = ["SEARCH_DIR", "planned_cost", "rung_epochs", "search_ess"]
+__all__ = ["SEARCH_DIR", "planned_cost", "rank_key", "rung_epochs", "search_ess"]
 
 SEARCH_DIR = "ess-search"
 # recorded per candidate; the test accuracies are never ranked on, they show afterwards what a choice was worth
@@ -89,7 +89,7 @@ def _candidate(cfg, factor: float, n_train: int, epochs: int, final: bool = Fals
     )
 
 
-def _rank_key(scores: dict, by: str) -> tuple[float, float]:
+def rank_key(scores: dict, by: str) -> tuple[float, float]:
     """Sort key, best first: ``by`` = "val_pred_nll" ranks by lower predictive NLL then higher predictive accuracy;
     "val_acc" and "val_pred_acc" by that higher accuracy then lower predictive NLL; missing or non-finite values rank
     last."""
@@ -174,7 +174,7 @@ def search_ess(
             else:
                 rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
                                                                 callbacks, diverged, bar)}  # fmt: skip
-                ranked = sorted(alive, key=lambda f: _rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
+                ranked = sorted(alive, key=lambda f: rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
                 rung["kept"] = [f"{ranked[0]:g}"]
             cost += epochs * len(alive)
             alive = [f for f in alive if f"{f:g}" in rung["kept"]]
