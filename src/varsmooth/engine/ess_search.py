@@ -12,7 +12,8 @@ Hessian horizon of the full run, and is scored there on the validation split. Th
 epoch is trained twice: the search costs ``k e + (epochs - e)`` epochs, ``k`` runs of training (3 with the default
 grid, the cost of a small LS alpha grid). Why the end and not earlier rungs: a network fits its flipped labels late
 in training, when the learning rate decays; a rung at ``E/4`` or ``E/2`` (successive halving, the rule before) sees
-candidates still level and drops the one that resists memorization (docs/design.md, "ess auto").
+candidates still level and drops the one that resists memorization (docs/experiments/ivon-defaults.md,
+"What the search chooses").
 
 Score (``ess_score``): ``"val_acc"`` (the default) ranks by accuracy of the posterior mean on the noisy labels,
 the predictor whose test accuracy is reported, ties by lower predictive NLL; ``"val_pred_acc"`` by accuracy of the

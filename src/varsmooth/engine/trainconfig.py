@@ -34,11 +34,11 @@ MAX_INT = 2**31 - 1
 # constants, as in the paper's runs (200 epochs x 1,000 steps with beta2 = 1 - 1e-5: 2 time constants, h0's weight
 # left at the end e^-2). The constant was chosen by measurement (README, "Hessian horizon").
 HESSIAN_HORIZON = 2.0
-# ess = DEFAULT_ESS_FACTOR * N when there is no validation split to choose it on (README, "ess without a
-# validation split"): the single factor measured to be the most robust across settings.
+# ess = DEFAULT_ESS_FACTOR * N when there is no validation split to choose it on (docs/experiments/ivon-defaults.md,
+# "ess without a validation split"): the single factor measured to be the most robust across settings.
 DEFAULT_ESS_FACTOR = 1.0
 # What "ess: auto" ranks candidates by on the noisy validation split at the end of training: accuracy of the
-# posterior mean (the default), of the predictive, or predictive NLL (varsmooth.engine.ess_search; README, "ess auto").
+# posterior mean (the default), of the predictive, or predictive NLL (varsmooth.engine.ess_search).
 ESS_SCORES = ("val_acc", "val_pred_acc", "val_pred_nll")
 # The candidate factors of N that "ess: auto" trains to the end and chooses from (varsmooth.engine.ess_search).
 ESS_GRID = (0.25, 0.0625, 0.015625)
