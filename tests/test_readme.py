@@ -132,6 +132,12 @@ def test_measured_prose_is_the_committed_data():
         assert re.search(r"\d+\.\d", number).group(0) == diff(folder, setting, which), number
 
 
+def test_readme_grid_worst_case_is_the_committed_data():
+    summary = json.loads((RESULTS / "hessian-init-cpu" / "summary.json").read_text(encoding="utf-8"))
+    acc = {r["ess_factor"]: r["mean"] for r in summary["table"] if r["h0"] == 0.05 and r["metric"] == "test_acc"}
+    assert f"h0 = 0.05: {_pct(acc['auto'])}% against {_pct(acc[1.0])}% at ess N" in _section("What is measured")
+
+
 def test_readme_search_count_is_the_committed_choices():
     """'kept the candidate with the best test accuracy in X of the Y searches' is the count in
     benchmarks/results/ess_choice.md (benchmarks/ess_choice.py over the sweeps' run folders: each candidate's scores
