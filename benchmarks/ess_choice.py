@@ -26,6 +26,11 @@ from varsmooth.engine.ess_search import SCORED, rank_key
 from varsmooth.engine.trainconfig import ESS_SCORES
 
 
+def _setting_key(tags: dict) -> tuple:
+    """A run's tags without its ess factor: the runs of one (setting, seed) share it."""
+    return tuple(sorted((k, str(v)) for k, v in tags.items() if k != "ess_factor"))
+
+
 def _auto_runs(sweep: Path, grid: list[float] | None):
     """(run name, setting, search record) of every ess-auto run; with ``grid``, the record's rung holds that grid's
     candidates (from the record and the sweep's fixed-ess runs of the same tags) and ``chosen_factor`` is replayed."""
@@ -34,8 +39,7 @@ def _auto_runs(sweep: Path, grid: list[float] | None):
         run = json.loads(res.read_text())
         tags = run["config"]["tags"]
         if tags.get("method") == "ivon" and tags.get("ess_factor") not in ("auto", "", None):
-            key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != "ess_factor"))
-            fixed[key, float(tags["ess_factor"])] = {k: run["metrics"].get(k) for k in SCORED}
+            fixed[_setting_key(tags), float(tags["ess_factor"])] = {k: run["metrics"].get(k) for k in SCORED}
     for cfg_file in sorted(sweep.glob("runs/*/config.json")):
         record = json.loads(cfg_file.read_text()).get("ess_search")
         if not record:
@@ -43,7 +47,7 @@ def _auto_runs(sweep: Path, grid: list[float] | None):
         tags = json.loads((cfg_file.parent / "result.json").read_text())["config"]["tags"]
         setting = "_".join(str(v) for k, v in tags.items() if k not in ("method", "seed", "ess_factor") and v != "")
         if grid is not None:
-            key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != "ess_factor"))
+            key = _setting_key(tags)
             have = {**{float(f): v for f, v in record["rungs"][-1]["scores"].items()},
                     **{f: v for (k, f), v in fixed.items() if k == key}}  # fmt: skip
             missing = [f for f in grid if f not in have]
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen_acc: dict[tuple[str, str, str], list[float]] = {}
     for sweep in args.sweeps:
         for name, setting, record in _auto_runs(sweep, args.grid):
-            (rung,) = record["rungs"][-1:]
+            rung = record["rungs"][-1]
             scores = rung["scores"]
             for f, s in scores.items():
                 mark = " **(chosen)**" if f == f"{record['chosen_factor']:g}" else ""
