@@ -118,10 +118,10 @@ def _finished_rungs(state_file: Path, cfg, factors: list[float]) -> list[dict]:
     return list(rungs) if same else []
 
 
-def _score_rung(cfg, alive, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged, bar) -> dict[str, dict]:
-    """Train each surviving factor to ``epochs`` (resuming its folder) and read its validation scores."""
+def _score_rung(cfg, factors, n_train, epochs, root: Path, run_fn: RunFn, callbacks, diverged, bar) -> dict[str, dict]:
+    """Train each candidate factor to ``epochs`` (resuming its folder) and read its validation scores."""
     scores: dict[str, dict[str, Any]] = {}
-    for f in alive:
+    for f in factors:
         folder = root / SEARCH_DIR / f"f{f:g}"
         try:
             cand = _candidate(cfg, f, n_train, epochs)
@@ -167,24 +167,22 @@ def search_ess(
         root = Path(tmp) if out is None else out
         state_file = root / SEARCH_DIR / "search.json"
         done = _finished_rungs(state_file, cfg, factors)  # a re-run reuses the rung already scored
-        alive, rungs, cost = factors, [], 0
-        for epochs in planned:  # on the schedule's length, so a run stopped early and continued chooses the same
-            if len(done) > len(rungs) and done[len(rungs)]["epochs"] == epochs:
-                rung = done[len(rungs)]
-                bar.update(len(alive))
+        rungs, chosen = [], factors[0]
+        if planned:  # on the schedule's length, so a run stopped early and continued chooses the same
+            (epochs,) = planned
+            if done and done[0]["epochs"] == epochs:
+                rung = done[0]
+                bar.update(len(factors))
             else:
-                rung = {"epochs": epochs, "scores": _score_rung(cfg, alive, n_train, epochs, root, run_fn,
+                rung = {"epochs": epochs, "scores": _score_rung(cfg, factors, n_train, epochs, root, run_fn,
                                                                 callbacks, diverged, bar)}  # fmt: skip
-                ranked = sorted(alive, key=lambda f: rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # stable
-                rung["kept"] = [f"{ranked[0]:g}"]
-            cost += epochs * len(alive)
-            alive = [f for f in alive if f"{f:g}" in rung["kept"]]
+                best = min(factors, key=lambda f: rank_key(rung["scores"][f"{f:g}"], cfg.ess_score))  # first of ties
+                rung["kept"] = [f"{best:g}"]
+            chosen = next(f for f in factors if f"{f:g}" == rung["kept"][0])
             rungs.append(rung)
             if out is not None:  # progress: a killed search resumes after its scored rung
                 write_json(state_file, {"config": _fingerprint(cfg), "grid": [f"{f:g}" for f in factors],
                                         "rungs": rungs})  # fmt: skip
-        chosen = alive[0]
-        cost += cfg.epochs - (rungs[-1]["epochs"] if rungs else 0)
         record = {
             "grid": [f"{f:g}" for f in factors],
             "n_train": int(n_train),
@@ -192,8 +190,8 @@ def search_ess(
             "rungs": rungs,
             "chosen_factor": chosen,
             "chosen_ess": float(chosen * n_train),
-            "cost_epochs": cost,
-            "cost_runs": cost / cfg.epochs,
+            "cost_epochs": planned_epochs,  # the candidates' epochs, then the winner's from its rung to the end
+            "cost_runs": planned_epochs / cfg.epochs,
         }
         final = root if out is not None else root / "final"
         winner = root / SEARCH_DIR / f"f{chosen:g}" / "checkpoint.pt"
